@@ -1,0 +1,160 @@
+"""Checkpoints that survive a crash at any instant, and a manager for latest/best.
+
+A checkpoint file is written to a temporary name in the same directory, flushed and fsynced,
+then renamed over the old one (rename is atomic on POSIX), and the directory is fsynced. A
+reader therefore sees either the previous complete file or the new complete file. Loading
+uses torch.load(weights_only=True): a checkpoint can hold tensors, numbers, strings, lists
+and dicts, but never code that runs on load.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import socket
+import zipfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from hvd_trainer.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest.ckpt"
+BEST = "best.ckpt"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str, write_fn) -> None:
+    """Call write_fn(fileobj) on a temp file next to `path`, then rename it over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Host and pid in the name: local rank 0 of several hosts may share one filesystem.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{socket.gethostname()}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write_fn(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def rng_state() -> Dict[str, Any]:
+    """This process's random generator states, in a weights_only-loadable form."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss": py_state[2] if py_state[2] is not None else None},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint_file(path: str, device: Optional[str] = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint safely, turning every way it can be broken into a CheckpointError."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"The checkpoint {path} does not exist.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"The checkpoint {path} is truncated or corrupt and cannot be read ({type(e).__name__}: {e})."
+        ) from e
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"The file {path} is not an hvd_trainer checkpoint (format {FORMAT_VERSION}); it may come "
+            "from another tool or version."
+        )
+    return state
+
+
+class Checkpoint:
+    """Model, optimizer, scheduler and extra state, saved and restored as one file.
+
+    Only local rank 0 writes (on a shared filesystem several hosts' local rank 0 may write the
+    same content; the rename makes the last one win cleanly). Every rank can read.
+    """
+
+    def __init__(self, distributed, model: torch.nn.Module, optimizer=None, scheduler=None, **extra):
+        self.distributed = distributed
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.extra = extra  # objects with state_dict()/load_state_dict(), e.g. a GradScaler
+
+    def state_dict(self, **meta) -> Dict[str, Any]:
+        state = {"format_version": FORMAT_VERSION, "model": self.model.state_dict(), "meta": meta}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        for name, obj in self.extra.items():
+            if obj is not None:
+                state[name] = obj.state_dict()
+        return state
+
+    def save(self, path: str, **meta) -> None:
+        """Write this rank's view of the state (local rank 0 only)."""
+        if self.distributed is not None and self.distributed.local_rank() != 0:
+            return
+        state = self.state_dict(**meta)
+        atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+    def load(self, path: str, device: Optional[str] = "cpu", load_optimizer: bool = True) -> Dict[str, Any]:
+        """Restore from `path`; returns the saved meta dict."""
+        state = load_checkpoint_file(path, device)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"The checkpoint {path} does not fit this model: {str(e).splitlines()[0]} The model "
+                "config must be the one the checkpoint was trained with."
+            ) from e
+        if load_optimizer:
+            if self.optimizer is not None and "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and "scheduler" in state:
+                self.scheduler.load_state_dict(state["scheduler"])
+            for name, obj in self.extra.items():
+                if obj is not None and name in state:
+                    obj.load_state_dict(state[name])
+        return state.get("meta", {})

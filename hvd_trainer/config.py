@@ -1,0 +1,212 @@
+"""Typed configuration: the trainer section (Ludwig's ECD names and defaults) and the
+distributed section. Model features live in hvd_trainer.models.config.
+
+Precedence, applied by the CLI: command line (--set a.b=c) over the YAML file over defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Optional, Tuple, Union
+
+import yaml
+
+from hvd_trainer.config_schema import from_dict, to_dict
+from hvd_trainer.errors import ConfigError
+
+OPTIMIZER_TYPES = ("adam", "adamw", "sgd", "lbfgs", "adagrad", "adadelta", "adamax", "nadam", "rmsprop")
+
+# Which optional optimizer keys each optimizer accepts (None in the config = torch's default).
+OPTIMIZER_KEYS = {
+    "adam": {"betas", "eps", "weight_decay", "amsgrad"},
+    "adamw": {"betas", "eps", "weight_decay", "amsgrad"},
+    "adamax": {"betas", "eps", "weight_decay"},
+    "nadam": {"betas", "eps", "weight_decay", "momentum_decay"},
+    "sgd": {"momentum", "weight_decay", "dampening", "nesterov"},
+    "rmsprop": {"momentum", "weight_decay", "eps", "alpha", "centered"},
+    "adagrad": {"weight_decay", "eps", "lr_decay", "initial_accumulator_value"},
+    "adadelta": {"weight_decay", "eps", "rho"},
+    "lbfgs": {"max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn"},
+}
+
+
+def _f(default, help: str, **meta):
+    """A dataclass field with an immutable default and its one-line help (shown in errors)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class OptimizerConfig:
+    type: str = _f("adam", "Optimizer name.", choices=OPTIMIZER_TYPES)
+    betas: Optional[Tuple[float, float]] = _f(None, "Adam-family coefficients (default 0.9, 0.999).")
+    eps: Optional[float] = _f(None, "Term added for numerical stability.", gt=0)
+    weight_decay: Optional[float] = _f(None, "Decoupled (adamw) or L2 (others) weight decay.", min=0)
+    amsgrad: Optional[bool] = _f(None, "Use the AMSGrad variant (adam, adamw).")
+    momentum: Optional[float] = _f(None, "Momentum factor (sgd, rmsprop).", min=0)
+    dampening: Optional[float] = _f(None, "Dampening for momentum (sgd).", min=0)
+    nesterov: Optional[bool] = _f(None, "Nesterov momentum (sgd; needs momentum > 0).")
+    alpha: Optional[float] = _f(None, "Smoothing constant (rmsprop).", min=0)
+    centered: Optional[bool] = _f(None, "Centered RMSProp.")
+    rho: Optional[float] = _f(None, "Running-average coefficient (adadelta).", min=0, max=1)
+    lr_decay: Optional[float] = _f(None, "Learning-rate decay (adagrad).", min=0)
+    initial_accumulator_value: Optional[float] = _f(None, "Initial accumulator (adagrad).", min=0)
+    momentum_decay: Optional[float] = _f(None, "Momentum decay (nadam).", min=0)
+    max_iter: Optional[int] = _f(None, "Iterations per step (lbfgs).", min=1)
+    max_eval: Optional[int] = _f(None, "Function evaluations per step (lbfgs).", min=1)
+    tolerance_grad: Optional[float] = _f(None, "First-order optimality tolerance (lbfgs).", min=0)
+    tolerance_change: Optional[float] = _f(None, "Function/parameter change tolerance (lbfgs).", min=0)
+    history_size: Optional[int] = _f(None, "Update history size (lbfgs).", min=1)
+    line_search_fn: Optional[str] = _f(None, "Line search (lbfgs).", choices=("strong_wolfe",))
+
+    def __post_init__(self):
+        allowed = OPTIMIZER_KEYS[self.type]
+        for key in sorted(set(OPTIMIZER_KEYS_ALL) - allowed):
+            if getattr(self, key) is not None:
+                users = sorted(t for t, keys in OPTIMIZER_KEYS.items() if key in keys)
+                raise ConfigError(
+                    f"trainer.optimizer.{key} does not apply to the {self.type} optimizer (it is used "
+                    f"by {', '.join(users)}). Remove it, or change trainer.optimizer.type; {self.type} "
+                    f"accepts: {', '.join(sorted(allowed))}."
+                )
+        if self.nesterov and not (self.momentum and self.momentum > 0):
+            raise ConfigError(
+                "trainer.optimizer.nesterov is true but momentum is not set above 0; Nesterov "
+                "momentum needs momentum, e.g. trainer.optimizer.momentum: 0.9."
+            )
+
+    def torch_kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments for the torch optimizer class (only keys that were set)."""
+        return {k: getattr(self, k) for k in OPTIMIZER_KEYS[self.type] if getattr(self, k) is not None}
+
+
+OPTIMIZER_KEYS_ALL = tuple(sorted(set().union(*OPTIMIZER_KEYS.values())))
+
+
+@dataclass
+class GradientClippingConfig:
+    clipglobalnorm: Optional[float] = _f(0.5, "Clip the global norm of all gradients to this.", gt=0)
+    clipnorm: Optional[float] = _f(None, "Clip the gradients' norm to this (after clipglobalnorm).", gt=0)
+    clipvalue: Optional[float] = _f(None, "Clip each gradient value to [-clipvalue, clipvalue].", gt=0)
+
+
+@dataclass
+class LRSchedulerConfig:
+    decay: Optional[str] = _f(None, "Decay after warmup.", choices=("linear", "exponential", "cosine"))
+    decay_rate: float = _f(0.96, "Exponential decay rate.", gt=0, max=1)
+    decay_steps: int = _f(10000, "Steps over which the exponential decay applies decay_rate once.", min=1)
+    staircase: bool = _f(False, "Exponential decay in whole steps of decay_steps.")
+    reduce_on_plateau: int = _f(0, "How many times the LR may be reduced on a plateau (0: never).", min=0)
+    reduce_on_plateau_patience: int = _f(10, "Evaluations without improvement before a reduction.", min=1)
+    reduce_on_plateau_rate: float = _f(0.1, "Factor applied to the LR at each reduction.", gt=0, max=1)
+    warmup_evaluations: float = _f(0, "Warmup length in evaluation periods.", min=0)
+    warmup_fraction: float = _f(0.0, "Warmup length as a fraction of all training steps.", min=0, max=1)
+    reduce_eval_metric: str = _f("loss", "Metric watched for plateaus.")
+    reduce_eval_split: str = _f("training", "Split watched for plateaus.", choices=("training", "validation", "test"))
+    t_0: Optional[int] = _f(None, "Steps in the first cosine cycle (default: all training steps).", min=1)
+    t_mult: int = _f(1, "Factor growing each later cosine cycle.", min=1)
+    eta_min: float = _f(0.0, "Minimum LR of the cosine schedule.", min=0)
+
+    def __post_init__(self):
+        if self.warmup_evaluations and self.warmup_fraction:
+            raise ConfigError(
+                "trainer.learning_rate_scheduler sets both warmup_evaluations and warmup_fraction; "
+                "they describe the same warmup two ways. Keep one and set the other to 0."
+            )
+
+
+@dataclass
+class TrainerConfig:
+    """The `trainer:` section, with Ludwig's ECD trainer names and defaults."""
+
+    learning_rate: float = _f(0.001, "Base learning rate, before scaling by the number of ranks.", gt=0)
+    epochs: int = _f(100, "Passes over the training set (train_steps overrides it).", min=1)
+    train_steps: Optional[int] = _f(None, "Total optimizer steps; overrides epochs.", min=1)
+    batch_size: Union[Literal["auto"], int] = _f("auto", "Per-rank batch size, or auto to tune it.", min=1)
+    eval_batch_size: Union[None, Literal["auto"], int] = _f(None, "Evaluation batch size (null: batch_size).", min=1)
+    max_batch_size: int = _f(2**40, "Upper bound for batch size tuning and increases.", min=1)
+    gradient_accumulation_steps: Union[Literal["auto"], int] = _f("auto", "Backward passes per optimizer step.", min=1)
+    early_stop: int = _f(5, "Evaluations without validation improvement before stopping (-1: never).", min=-1)
+    steps_per_checkpoint: int = _f(0, "Evaluate and checkpoint every N steps (0: once per epoch).", min=0)
+    checkpoints_per_epoch: int = _f(0, "Evaluate and checkpoint N times per epoch (0: once).", min=0)
+    evaluate_training_set: bool = _f(False, "Run a full pass over the training set at each evaluation.")
+    validation_field: Optional[str] = _f(None, "Output feature watched for improvement (default: the first, or 'combined').")
+    validation_metric: Optional[str] = _f(None, "Metric watched for improvement (default: loss).")
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "Optimizer."})
+    regularization_type: Optional[str] = _f("l2", "Penalty added to the loss.", choices=("l1", "l2", "l1_l2"))
+    regularization_lambda: float = _f(0.0, "Weight of the penalty.", min=0)
+    should_shuffle: bool = _f(True, "Reshuffle the training set every epoch.")
+    increase_batch_size_on_plateau: int = _f(0, "How many times the batch size may grow on a plateau.", min=0)
+    increase_batch_size_on_plateau_patience: int = _f(5, "Evaluations without improvement before growing.", min=1)
+    increase_batch_size_on_plateau_rate: float = _f(2.0, "Factor applied to the batch size.", gt=1)
+    increase_batch_size_on_plateau_max: int = _f(512, "Largest batch size reached by growing.", min=1)
+    increase_batch_size_eval_metric: str = _f("loss", "Metric watched for batch size growth.")
+    increase_batch_size_eval_split: str = _f("training", "Split watched for batch size growth.", choices=("training", "validation", "test"))
+    gradient_clipping: GradientClippingConfig = field(default_factory=GradientClippingConfig, metadata={"help": "Gradient clipping."})
+    learning_rate_scaling: str = _f("linear", "How the LR grows with the number of ranks.", choices=("constant", "sqrt", "linear"))
+    use_mixed_precision: bool = _f(False, "Automatic mixed precision (CUDA only).")
+    compile: bool = _f(False, "Wrap the model with torch.compile.")
+    learning_rate_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig, metadata={"help": "LR schedule."})
+    skip_all_evaluation: bool = _f(False, "Skip evaluation entirely (checkpoints are still written).")
+
+    def __post_init__(self):
+        if self.steps_per_checkpoint and self.checkpoints_per_epoch:
+            raise ConfigError(
+                f"trainer.steps_per_checkpoint ({self.steps_per_checkpoint}) and "
+                f"trainer.checkpoints_per_epoch ({self.checkpoints_per_epoch}) are both set, but only "
+                "one way of spacing checkpoints can be used. Set one of them to 0."
+            )
+        if isinstance(self.batch_size, int) and self.batch_size > self.max_batch_size:
+            raise ConfigError(
+                f"trainer.batch_size ({self.batch_size}) is larger than trainer.max_batch_size "
+                f"({self.max_batch_size}). Lower batch_size or raise max_batch_size."
+            )
+        if (self.use_mixed_precision or self.compile) and self.optimizer.type == "lbfgs":
+            raise ConfigError(
+                "trainer.optimizer.type lbfgs cannot be combined with use_mixed_precision or compile: "
+                "the L-BFGS closure path runs in full precision on the eager model. Turn those off "
+                "or choose another optimizer."
+            )
+
+    # ---- derived values ------------------------------------------------------------------
+    def gradient_accumulation_steps_resolved(self) -> int:
+        """'auto' means 1: hvd_trainer scales out with ranks rather than accumulation."""
+        g = self.gradient_accumulation_steps
+        return 1 if g == "auto" else int(g)
+
+    @classmethod
+    def from_dict(cls, data: Optional[Dict[str, Any]]) -> "TrainerConfig":
+        return from_dict(cls, data, "trainer")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass
+class DistributedConfig:
+    """hvd_trainer's own `distributed:` section."""
+
+    strategy: str = _f("auto", "auto (Horovod when launched by horovodrun, mpirun or srun), horovod or local.", choices=("auto", "horovod", "local"))
+    compression: str = _f("none", "Gradient compression on the wire.", choices=("none", "fp16"))
+    op: str = _f("average", "Gradient reduction.", choices=("average", "sum", "adasum"))
+
+    @classmethod
+    def from_dict(cls, data: Optional[Dict[str, Any]]) -> "DistributedConfig":
+        return from_dict(cls, data, "distributed")
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    """Read a YAML config file with safe_load, with clear errors for missing or broken files."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"The config file {path} does not exist. Check the path passed to --config.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"The config file {path} is not valid YAML: {e}. Fix the syntax at the position shown.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"The config file {path} holds a {type(data).__name__}, not a mapping; it must have top-level "
+            "keys such as input_features, output_features and trainer."
+        )
+    return data

@@ -1,0 +1,141 @@
+"""The dataset contract: named numpy columns, and a batcher that shards them across ranks.
+
+Every rank gets a disjoint shard and the same number of steps per epoch (a rank that ran one
+step more than another would wait forever in that step's gradient allreduce). The order is
+a function of (seed, epoch) only, so a resumed run replays the same batches, and a run at
+np=2 with batch b sees, step by step, the same samples as a run at np=1 with batch 2b.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+from hvd_trainer.errors import DataError
+
+
+class Dataset:
+    """Columns of equal length held in memory.
+
+    `sharded=False`: every rank holds all rows and the batcher picks this rank's share.
+    `sharded=True`: each rank already holds only its own rows (read from its part of a file);
+    the batcher then only agrees with the other ranks on the number of steps.
+    """
+
+    def __init__(self, columns: Mapping[str, np.ndarray], sharded: bool = False, name: str = "dataset"):
+        lengths = {k: len(v) for k, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"The columns of {name} have different lengths {lengths}; every column needs one value per row.")
+        self.columns: Dict[str, np.ndarray] = dict(columns)
+        self.sharded = sharded
+        self.name = name
+        self._len = next(iter(lengths.values())) if lengths else 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def global_size(self, distributed=None) -> int:
+        """Rows over all ranks (one allreduce for a sharded dataset)."""
+        if not self.sharded or distributed is None or distributed.size() == 1:
+            return len(self)
+        import torch
+
+        return int(distributed.allreduce(torch.tensor([float(len(self))]), op="sum").item())
+
+    def take(self, index: np.ndarray) -> Dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self.columns.items()}
+
+    def initialize_batcher(
+        self,
+        batch_size: int,
+        should_shuffle: bool = True,
+        random_seed: int = 42,
+        distributed=None,
+        training: bool = True,
+    ) -> "Batcher":
+        return Batcher(self, batch_size, should_shuffle, random_seed, distributed, training)
+
+
+class Batcher:
+    """Batches of this rank's shard for one epoch at a time.
+
+    Training batchers pad the shard (by wrapping around the epoch's order) so that every rank
+    has the same number of steps. Evaluation batchers (`training=False`) never pad, so that
+    no sample is counted twice in a metric; evaluation runs no per-step collectives, so ranks
+    may take different numbers of evaluation steps.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, should_shuffle: bool, random_seed: int, distributed, training: bool):
+        self.dataset = dataset
+        self.should_shuffle = should_shuffle
+        self.random_seed = int(random_seed)
+        self.training = training
+        self.rank = distributed.rank() if distributed is not None else 0
+        self.size = distributed.size() if distributed is not None else 1
+        self._distributed = distributed
+        n = len(dataset)
+        if dataset.sharded and self.size > 1 and training:
+            import torch
+
+            # Each rank holds its own rows: the longest shard sets the steps; others wrap around.
+            self.shard_len = int(distributed.allreduce(torch.tensor([float(n)]), op="max").item())
+        elif dataset.sharded:
+            self.shard_len = n
+        elif training:
+            self.shard_len = math.ceil(n / self.size) if n else 0
+        else:
+            self.shard_len = len(range(self.rank, n, self.size))
+        self.epoch = 0
+        self.step = 0
+        self.batch_size = int(batch_size)
+        self._order: Optional[np.ndarray] = None
+        self.set_epoch(0, batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        n = len(self.dataset)
+        if self.should_shuffle:
+            order = np.random.default_rng([self.random_seed, epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.dataset.sharded:
+            if self.training and n and self.shard_len > n:
+                order = np.resize(order, self.shard_len)
+            return order
+        if self.training:
+            # Pad the epoch's order to a multiple of the world size, then deal round-robin.
+            total = self.shard_len * self.size
+            if n and total > n:
+                order = np.resize(order, total)
+        return order[self.rank :: self.size]
+
+    def set_epoch(self, epoch: int, batch_size: Optional[int] = None) -> None:
+        """Start epoch `epoch` (0-based) from its first batch, optionally with a new batch size."""
+        if batch_size is not None:
+            if int(batch_size) < 1:
+                raise DataError(f"The batch size must be at least 1, not {batch_size}.")
+            self.batch_size = int(batch_size)
+        self.epoch = epoch
+        self.step = 0
+        self._order = self._epoch_order(epoch)
+
+    def skip(self, steps: int) -> None:
+        """Move forward `steps` batches in this epoch (resuming in the middle of an epoch)."""
+        self.step = min(self.step + steps, self.steps_per_epoch)
+
+    def last_batch(self) -> bool:
+        return self.step >= self.steps_per_epoch
+
+    def next_batch(self) -> Dict[str, np.ndarray]:
+        start = self.step * self.batch_size
+        index = self._order[start : start + self.batch_size]
+        self.step += 1
+        return self.dataset.take(index)
+
+    def position(self) -> Dict[str, int]:
+        """What a checkpoint stores to come back to this exact batch."""
+        return {"epoch": self.epoch, "step": self.step, "batch_size": self.batch_size}

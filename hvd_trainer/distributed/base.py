@@ -1,0 +1,197 @@
+"""The DistributedStrategy interface and its one-process implementation.
+
+The trainer talks to other ranks only through this interface and never imports horovod.
+Abstract methods are the ones every backend must answer differently (world queries and
+collectives); everything else has a default that is right for a single process.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import functools
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, List, Optional, Tuple
+
+import torch
+
+if TYPE_CHECKING:
+    from hvd_trainer.config import TrainerConfig
+
+REDUCE_OPS = ("average", "sum", "min", "max")
+
+
+class DistributedStrategy(abc.ABC):
+    """How ranks of a data-parallel job talk to each other."""
+
+    name: str = "abstract"
+
+    # ---- world ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Number of ranks in the job."""
+
+    @abc.abstractmethod
+    def rank(self) -> int:
+        """This process's rank, 0 .. size-1."""
+
+    @abc.abstractmethod
+    def local_size(self) -> int:
+        """Number of ranks on this host."""
+
+    @abc.abstractmethod
+    def local_rank(self) -> int:
+        """This process's rank among the ranks on this host."""
+
+    def is_coordinator(self) -> bool:
+        """Rank 0 writes shared files, prints tables and owns the progress bar."""
+        return self.rank() == 0
+
+    # ---- collectives ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def barrier(self) -> None:
+        """Block until every rank has called barrier()."""
+
+    @abc.abstractmethod
+    def allreduce(self, t: torch.Tensor, op: str = "average") -> torch.Tensor:
+        """Reduce a tensor over all ranks (average, sum, min or max); returns a new tensor."""
+
+    @abc.abstractmethod
+    def broadcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
+        """Rank root's value of t on every rank; returns a new tensor."""
+
+    @abc.abstractmethod
+    def broadcast_object(self, obj: Any, name: str) -> Any:
+        """Any picklable object from rank 0. `name` must be the same on every rank."""
+
+    @abc.abstractmethod
+    def gather_all_tensors(self, t: torch.Tensor) -> List[torch.Tensor]:
+        """Every rank's tensor, in rank order; first dimensions may differ between ranks."""
+
+    def allgather_object(self, obj: Any, name: str) -> List[Any]:
+        """Every rank's picklable object, in rank order (doctor, pre-flight checks)."""
+        check_object_name(name)
+        return [obj]
+
+    # ---- model and optimizer -------------------------------------------------------------
+    def prepare(
+        self, model: torch.nn.Module, trainer_config: "TrainerConfig", base_learning_rate: float
+    ) -> Tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Build the optimizer from the config, wrapped as this backend needs."""
+        from hvd_trainer.optimizers import create_optimizer
+
+        return model, create_optimizer(model, trainer_config.optimizer, base_learning_rate)
+
+    def sync_model(self, model: torch.nn.Module) -> None:
+        """Make every rank's parameters and buffers equal to rank 0's."""
+
+    def sync_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make every rank's optimizer state equal to rank 0's."""
+
+    def wait_optimizer_synced(self, optimizer: torch.optim.Optimizer) -> None:
+        """Finish the gradient reduction, so gradients can be unscaled and clipped."""
+
+    def prepare_model_update(self, model: torch.nn.Module, should_step: bool) -> ContextManager:
+        """Context around forward and backward of one (possibly accumulating) batch."""
+        return contextlib.nullcontext()
+
+    def prepare_optimizer_update(self, optimizer: torch.optim.Optimizer) -> ContextManager:
+        """Context around optimizer.step() after wait_optimizer_synced()."""
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, model: torch.nn.Module) -> None:
+        loss.backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Optional[Callable] = None) -> Any:
+        return optimizer.step(closure)
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad()
+
+    def set_batch_size(self, model: torch.nn.Module, batch_size: int) -> None:
+        """Tell the backend the per-rank batch size (no backend here needs it)."""
+
+    # ---- helpers -------------------------------------------------------------------------
+    def return_first(self, fn: Callable) -> Callable:
+        """Wrap fn so that rank 0 returns its result and the other ranks return None."""
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            return result if self.rank() == 0 else None
+
+        return wrapped
+
+    def allow_gradient_accumulation(self) -> bool:
+        return True
+
+    def allow_mixed_precision(self) -> bool:
+        return True
+
+    def allow_clip_gradients(self) -> bool:
+        return True
+
+    def create_checkpoint_handle(self, model, optimizer=None, scheduler=None, **extra):
+        """A Checkpoint of these objects that only local rank 0 writes."""
+        from hvd_trainer.checkpoint import Checkpoint
+
+        return Checkpoint(self, model, optimizer, scheduler, **extra)
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when flag is True on at least one rank (one collective)."""
+        return bool(self.allreduce(torch.tensor([1.0 if flag else 0.0]), op="max").item() > 0)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        """Release the backend; the strategy cannot be used afterwards."""
+
+
+class LocalStrategy(DistributedStrategy):
+    """One process, no Horovod: every collective is the identity."""
+
+    name = "local"
+
+    def size(self) -> int:
+        return 1
+
+    def rank(self) -> int:
+        return 0
+
+    def local_size(self) -> int:
+        return 1
+
+    def local_rank(self) -> int:
+        return 0
+
+    def barrier(self) -> None:
+        pass
+
+    def allreduce(self, t: torch.Tensor, op: str = "average") -> torch.Tensor:
+        check_reduce_op(op)
+        return t.clone()
+
+    def broadcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
+        return t.clone()
+
+    def broadcast_object(self, obj: Any, name: str) -> Any:
+        check_object_name(name)
+        return obj
+
+    def gather_all_tensors(self, t: torch.Tensor) -> List[torch.Tensor]:
+        return [t.clone()]
+
+
+def check_reduce_op(op: str) -> None:
+    if op not in REDUCE_OPS:
+        raise ValueError(f"Unknown reduce op {op!r}; use one of {', '.join(REDUCE_OPS)}.")
+
+
+def check_object_name(name: Optional[str]) -> None:
+    # Horovod derives a default name from the object's type; ranks that pass different
+    # types (a dict on rank 0, None elsewhere) then wait on different names forever.
+    if not name or not isinstance(name, str):
+        raise ValueError(
+            "broadcast_object needs an explicit name that is the same on every rank; without "
+            "one, ranks passing objects of different types wait on different collectives and hang."
+        )

@@ -1,0 +1,229 @@
+"""HorovodStrategy: allreduce gradient aggregation, broadcasts and barriers through Horovod.
+
+The order of operations follows Horovod's own PyTorch examples: init -> pin the device ->
+set the number of torch threads -> (trainer: shard data, scale LR) -> broadcast parameters
+and optimizer state -> DistributedOptimizer(named_parameters, backward_passes_per_step) ->
+synchronize() before unscale/clip and skip_synchronize() around step().
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Callable, ContextManager, List, Optional, Tuple
+
+import torch
+
+from hvd_trainer.distributed.base import DistributedStrategy, check_object_name, check_reduce_op
+from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
+from hvd_trainer.errors import ConfigError, LaunchError
+
+logger = logging.getLogger(__name__)
+
+COMPRESSIONS = ("none", "fp16")
+OPTIMIZER_OPS = ("average", "sum", "adasum")
+
+_initialized = False
+
+
+def import_horovod_torch():
+    """Import horovod.torch, turning the ways it can be missing into one clear error."""
+    try:
+        import horovod.torch as hvd  # noqa: F401
+    except ImportError as e:
+        try:
+            import horovod  # noqa: F401
+        except ImportError:
+            raise LaunchError(
+                "Horovod is not installed in this Python environment, so the 'horovod' strategy "
+                "cannot run. Run 'make setup' (it builds Horovod 0.28.1 against your PyTorch) and "
+                "use .venv/bin/python, or choose distributed.strategy: local for one process."
+            ) from e
+        raise LaunchError(
+            f"Horovod is installed but was built without PyTorch support ({e}). Rebuild it against "
+            "the torch in this environment: delete the cached wheel under ~/.cache/hvd_trainer "
+            "and run 'make setup', which builds with HOROVOD_WITH_PYTORCH=1."
+        ) from e
+    return hvd
+
+
+def _init_horovod(hvd, info: LaunchInfo) -> None:
+    global _initialized
+    if _initialized and hvd.is_initialized():
+        return
+    if info.uses_mpi:
+        if not hvd.mpi_built():
+            raise LaunchError(
+                f"This job was started by {info.launcher} (MPI), but the installed Horovod was "
+                "built without MPI support, so its ranks cannot find each other. Either launch "
+                "with 'horovodrun --gloo -np N ...', or rebuild Horovod with MPI: install "
+                "libopenmpi-dev (mpicxx on PATH), delete ~/.cache/hvd_trainer and run 'make setup'."
+            )
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            MPI = None
+        if MPI is not None:
+            # Horovod: hand MPI's world communicator over, so that mpi4py and Horovod share
+            # one MPI initialisation (mpi4py asks for MPI_THREAD_MULTIPLE, which Horovod needs).
+            hvd.init(comm=MPI.COMM_WORLD)
+        else:
+            hvd.init()
+    else:
+        hvd.init()
+    _initialized = True
+
+
+class HorovodStrategy(DistributedStrategy):
+    """Data parallelism through Horovod (Gloo or MPI controller)."""
+
+    name = "horovod"
+
+    def __init__(self, compression: str = "none", op: str = "average", set_threads: bool = True):
+        if compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"distributed.compression is {compression!r}, which Horovod does not offer here; "
+                f"use one of: {', '.join(COMPRESSIONS)}."
+            )
+        if op not in OPTIMIZER_OPS:
+            raise ConfigError(
+                f"distributed.op is {op!r}; the gradient reduction must be one of: "
+                f"{', '.join(OPTIMIZER_OPS)}."
+            )
+        self._hvd = hvd = import_horovod_torch()
+        self.launch = detect_launcher()
+        _init_horovod(hvd, self.launch)
+        self.compression = compression
+        self.op = op
+        if torch.cuda.is_available():
+            # Horovod: one GPU per process, chosen by the local rank.
+            torch.cuda.set_device(hvd.local_rank())
+        elif set_threads and "OMP_NUM_THREADS" not in os.environ:
+            # Horovod: ranks on one host share its cores; oversubscribing them with torch's
+            # default thread count (one per core, per rank) slows every rank down.
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            torch.set_num_threads(max(1, (cores or 1) // hvd.local_size()))
+
+    # ---- world ---------------------------------------------------------------------------
+    def size(self) -> int:
+        return self._hvd.size()
+
+    def rank(self) -> int:
+        return self._hvd.rank()
+
+    def local_size(self) -> int:
+        return self._hvd.local_size()
+
+    def local_rank(self) -> int:
+        return self._hvd.local_rank()
+
+    def cross_rank(self) -> int:
+        return self._hvd.cross_rank()
+
+    def cross_size(self) -> int:
+        return self._hvd.cross_size()
+
+    def controller(self) -> str:
+        return "mpi" if self._hvd.mpi_enabled() else "gloo"
+
+    # ---- collectives ---------------------------------------------------------------------
+    def barrier(self) -> None:
+        self._hvd.barrier()
+
+    def _reduce_op(self, op: str):
+        check_reduce_op(op)
+        hvd = self._hvd
+        return {"average": hvd.Average, "sum": hvd.Sum, "min": hvd.Min, "max": hvd.Max}[op]
+
+    def allreduce(self, t: torch.Tensor, op: str = "average") -> torch.Tensor:
+        return self._hvd.allreduce(t, op=self._reduce_op(op))
+
+    def broadcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
+        return self._hvd.broadcast(t, root_rank=root)
+
+    def broadcast_object(self, obj: Any, name: str) -> Any:
+        check_object_name(name)
+        return self._hvd.broadcast_object(obj, root_rank=0, name=name)
+
+    def allgather_object(self, obj: Any, name: str) -> List[Any]:
+        check_object_name(name)
+        return self._hvd.allgather_object(obj, name=name)
+
+    def gather_all_tensors(self, t: torch.Tensor) -> List[torch.Tensor]:
+        t = t.reshape(1) if t.dim() == 0 else t
+        # Horovod's allgather concatenates along dim 0 and allows different lengths there;
+        # the lengths are gathered first so the result can be split back per rank.
+        lengths = self._hvd.allgather(torch.tensor([t.shape[0]], dtype=torch.int64))
+        gathered = self._hvd.allgather(t.contiguous())
+        return list(torch.split(gathered, lengths.tolist(), dim=0))
+
+    # ---- model and optimizer -------------------------------------------------------------
+    def prepare(
+        self, model: torch.nn.Module, trainer_config, base_learning_rate: float
+    ) -> Tuple[torch.nn.Module, torch.optim.Optimizer]:
+        from hvd_trainer.optimizers import create_optimizer
+
+        optimizer = create_optimizer(model, trainer_config.optimizer, base_learning_rate)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            if self.size() > 1:
+                raise ConfigError(
+                    "trainer.optimizer.type is lbfgs, which cannot be data-parallel under Horovod: "
+                    "L-BFGS re-evaluates its closure several times inside one step(), and each "
+                    "re-evaluation would need its own gradient allreduce. Use adam, adamw or sgd "
+                    f"at {self.size()} ranks, or run lbfgs with a single process (-np 1)."
+                )
+            return model, optimizer
+        hvd = self._hvd
+        compression = hvd.Compression.fp16 if self.compression == "fp16" else hvd.Compression.none
+        op = {"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[self.op]
+        # Horovod: averaging happens in backward hooks; backward_passes_per_step tells them to
+        # accumulate that many local backward passes before one allreduce.
+        optimizer = hvd.DistributedOptimizer(
+            optimizer,
+            named_parameters=model.named_parameters(),
+            compression=compression,
+            backward_passes_per_step=trainer_config.gradient_accumulation_steps_resolved(),
+            op=op,
+        )
+        return model, optimizer
+
+    def sync_model(self, model: torch.nn.Module) -> None:
+        # Horovod: every rank starts from rank 0's weights (and buffers, e.g. batch-norm stats).
+        self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+
+    def sync_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        # Rank 0's whole state dict is sent as one object rather than through
+        # hvd.broadcast_optimizer_state, which fills an empty state by running a zero-gradient
+        # step(): that moves weights under weight decay and advances Adam's step counter.
+        state = self.broadcast_object(optimizer.state_dict() if self.rank() == 0 else None,
+                                      name="hvd_trainer.optimizer_state")
+        if self.rank() != 0:
+            optimizer.load_state_dict(state)
+
+    def wait_optimizer_synced(self, optimizer: torch.optim.Optimizer) -> None:
+        # Horovod: finish the gradient allreduce now, so that unscale and clip see the
+        # averaged gradients; step() then runs under skip_synchronize().
+        if hasattr(optimizer, "synchronize"):
+            optimizer.synchronize()
+
+    def prepare_optimizer_update(self, optimizer: torch.optim.Optimizer) -> ContextManager:
+        if hasattr(optimizer, "skip_synchronize"):
+            return optimizer.skip_synchronize()
+        return contextlib.nullcontext()
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Optional[Callable] = None) -> Any:
+        return optimizer.step(closure)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import horovod.torch  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        global _initialized
+        if _initialized:
+            self._hvd.shutdown()
+            _initialized = False

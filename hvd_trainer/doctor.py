@@ -1,0 +1,149 @@
+"""`python -m hvd_trainer doctor`: what every rank sees, in one table printed by rank 0.
+
+It checks the things that break Horovod jobs before any training starts: a Horovod without
+PyTorch, an MPI launch with a Horovod built without MPI, ranks that disagree on the world size,
+and (under SLURM) an allocation that does not match the ranks Horovod sees.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from hvd_trainer.distributed.launcher import detect_launcher
+from hvd_trainer.errors import HvdTrainerError
+
+
+def _versions() -> Dict[str, Any]:
+    import torch
+
+    info: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import horovod
+
+        info["horovod"] = horovod.__version__
+    except ImportError:
+        info["horovod"] = "not installed"
+    try:
+        import mpi4py
+
+        info["mpi4py"] = mpi4py.__version__
+        if "mpi4py.MPI" not in sys.modules:
+            # Query the library without initialising MPI (allowed before MPI_Init).
+            mpi4py.rc.initialize = False
+        from mpi4py import MPI
+
+        info["mpi"] = MPI.Get_library_version().strip().splitlines()[0][:60]
+    except ImportError:
+        info["mpi4py"] = "not installed"
+        info["mpi"] = "unknown (no mpi4py)"
+    return info
+
+
+def _horovod_build() -> Dict[str, Any]:
+    try:
+        import horovod.torch as hvd
+    except ImportError as e:
+        return {"frameworks": f"PyTorch missing ({e})", "controllers": "", "tensor_ops": "", "torch_ok": False}
+    controllers = [n for n, ok in (("MPI", hvd.mpi_built()), ("Gloo", hvd.gloo_built())) if ok]
+    ops = [n for n, ok in (("NCCL", hvd.nccl_built()), ("DDL", hvd.ddl_built()), ("CCL", hvd.ccl_built()),
+                           ("MPI", hvd.mpi_built()), ("Gloo", hvd.gloo_built())) if ok]
+    return {"frameworks": "PyTorch", "controllers": ", ".join(controllers) or "none",
+            "tensor_ops": ", ".join(ops) or "none", "torch_ok": True, "mpi_built": bool(hvd.mpi_built())}
+
+
+def _slurm() -> Optional[Dict[str, str]]:
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST")
+    return {k: os.environ.get(k, "") for k in keys}
+
+
+def collect_rank_info(strategy) -> Dict[str, Any]:
+    import torch
+
+    info = _versions()
+    info.update(_horovod_build())
+    launch = detect_launcher()
+    info.update(
+        launcher=launch.launcher,
+        rank=strategy.rank(),
+        size=strategy.size(),
+        local_rank=strategy.local_rank(),
+        local_size=strategy.local_size(),
+        controller=strategy.controller() if hasattr(strategy, "controller") else "none",
+        host=socket.gethostname(),
+        threads=torch.get_num_threads(),
+        cuda=(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no"),
+        slurm=_slurm(),
+    )
+    return info
+
+
+def find_problems(infos: List[Dict[str, Any]]) -> List[str]:
+    """Fix-it sentences for what is wrong across ranks (empty when all is well)."""
+    problems = []
+    sizes = {i["size"] for i in infos}
+    if len(sizes) > 1 or len(infos) != infos[0]["size"]:
+        problems.append(
+            f"Ranks disagree on the world size ({sorted(sizes)}, {len(infos)} answered): the processes "
+            "were started by different launches. Start all ranks with one horovodrun/mpirun/srun command."
+        )
+    if not all(i["torch_ok"] for i in infos):
+        problems.append("Horovod on some rank was built without PyTorch; run 'make setup' to rebuild it against this torch.")
+    versions = {(i["torch"], i["horovod"]) for i in infos}
+    if len(versions) > 1:
+        problems.append(f"Ranks run different torch/horovod versions {sorted(versions)}; install the same environment on every host.")
+    slurm = infos[0].get("slurm")
+    if slurm and slurm.get("SLURM_NTASKS"):
+        try:
+            ntasks = int(slurm["SLURM_NTASKS"])
+        except ValueError:
+            ntasks = None
+        if ntasks is not None and ntasks != infos[0]["size"]:
+            problems.append(
+                f"SLURM allocated {ntasks} task(s) but Horovod sees {infos[0]['size']} rank(s). Launch with "
+                "srun, or pass -np $SLURM_NTASKS to mpirun/horovodrun inside the batch script."
+            )
+    return problems
+
+
+def format_table(infos: List[Dict[str, Any]]) -> str:
+    first = infos[0]
+    lines = ["hvd_trainer doctor", ""]
+    for key in ("python", "torch", "horovod", "mpi", "mpi4py", "frameworks", "controllers", "tensor_ops", "launcher", "controller"):
+        lines.append(f"  {key:<12} {first.get(key)}")
+    if first.get("slurm"):
+        s = first["slurm"]
+        lines.append(f"  {'slurm':<12} job {s['SLURM_JOB_ID']}, {s['SLURM_JOB_NUM_NODES']} node(s), "
+                     f"{s['SLURM_NTASKS']} task(s), {s['SLURM_NTASKS_PER_NODE']} per node ({s['SLURM_JOB_NODELIST']})")
+    lines.append("")
+    header = ("rank", "size", "local_rank", "local_size", "host", "threads", "cuda")
+    rows = [tuple(str(i[h]) for h in header) for i in infos]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
+    lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    lines.append("  " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    return "\n".join(lines)
+
+
+def run_doctor(strategy_name: str = "auto") -> Tuple[int, str]:
+    """Returns (exit code, text printed on rank 0)."""
+    from hvd_trainer.distributed import init_dist_strategy
+
+    try:
+        strategy = init_dist_strategy(strategy_name)
+    except HvdTrainerError as e:
+        return 2, f"hvd_trainer doctor: {e}"
+    infos = strategy.allgather_object(collect_rank_info(strategy), name="hvd_trainer.doctor")
+    if not strategy.is_coordinator():
+        return 0, ""
+    text = format_table(infos)
+    problems = find_problems(infos)
+    if problems:
+        text += "\n\nProblems:\n" + "\n".join(f"  - {p}" for p in problems)
+        return 1, text
+    return 0, text + "\n\nAll ranks OK."

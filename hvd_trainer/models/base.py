@@ -1,0 +1,178 @@
+"""The model contract that the trainer relies on.
+
+A model takes a dict of input tensors and returns a dict of logits, one per output feature.
+Losses, predictions and metrics come from its OutputFeature objects, so every model (the
+config-driven feature model, or a user's module wrapped in ModuleAdapter) reports the same
+metric names, and metrics are computed over all ranks' data by `get_metrics(distributed)`.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from hvd_trainer.metrics import Metric, compute_metrics
+from hvd_trainer.models.outputs import LOSS, OutputFeature
+
+COMBINED = "combined"
+
+
+class InputFeature(abc.ABC):
+    """One model input: how a numpy column becomes a tensor, and a sample batch of it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abc.abstractmethod
+    def create_sample_input(self, batch_size: int) -> torch.Tensor: ...
+
+    def input_tensor(self, column: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(column)
+
+
+class TensorInput(InputFeature):
+    """A dense input of a fixed per-sample shape (what a user's own module usually takes)."""
+
+    def __init__(self, name: str, shape: Sequence[int], dtype: torch.dtype = torch.float32):
+        super().__init__(name)
+        self.shape = tuple(shape)
+        self.dtype = dtype
+
+    def create_sample_input(self, batch_size: int) -> torch.Tensor:
+        if self.dtype.is_floating_point:
+            return torch.randn((batch_size,) + self.shape, dtype=self.dtype)
+        return torch.zeros((batch_size,) + self.shape, dtype=self.dtype)
+
+    def input_tensor(self, column):
+        return torch.as_tensor(column, dtype=self.dtype)
+
+
+class BaseModel(nn.Module, abc.ABC):
+    """What hvd_trainer.Trainer trains. Subclasses set input_features and output_features."""
+
+    input_features: Dict[str, InputFeature]
+    output_features: Dict[str, OutputFeature]
+
+    @abc.abstractmethod
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Logits for every output feature, keyed by its name."""
+
+    # ---- losses --------------------------------------------------------------------------
+    def eval_loss(
+        self, targets: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """(weighted sum of the features' mean losses, {feature: mean loss})."""
+        per_feature = {}
+        total = None
+        for name, feature in self.output_features.items():
+            loss = feature.loss(outputs[name], targets[name]).mean()
+            per_feature[name] = loss
+            weighted = loss * feature.loss_weight
+            total = weighted if total is None else total + weighted
+        return total, per_feature
+
+    def train_loss(
+        self,
+        targets: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, torch.Tensor],
+        regularization_type: Optional[str] = None,
+        regularization_lambda: float = 0.0,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """eval_loss plus the regularisation penalty on all trainable weights."""
+        loss, per_feature = self.eval_loss(targets, outputs)
+        if regularization_lambda and regularization_type:
+            loss = loss + regularization_lambda * self.regularization_penalty(regularization_type)
+        return loss, per_feature
+
+    def regularization_penalty(self, regularization_type: str) -> torch.Tensor:
+        params = [p for p in self.parameters() if p.requires_grad]
+        l1 = lambda: sum(p.abs().sum() for p in params)  # noqa: E731
+        l2 = lambda: sum((p * p).sum() for p in params)  # noqa: E731
+        if regularization_type == "l1":
+            return l1()
+        if regularization_type == "l2":
+            return l2()
+        if regularization_type == "l1_l2":
+            return l1() + l2()
+        raise ValueError(f"Unknown regularization_type {regularization_type!r}; use l1, l2 or l1_l2.")
+
+    # ---- metrics -------------------------------------------------------------------------
+    def reset_metrics(self) -> None:
+        self._metrics: Dict[str, Dict[str, Metric]] = {
+            name: feature.create_metrics() for name, feature in self.output_features.items()
+        }
+        from hvd_trainer.metrics import MeanLoss
+
+        self._metrics[COMBINED] = {LOSS: MeanLoss()}
+
+    def update_metrics(
+        self,
+        targets: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, torch.Tensor],
+        losses: Optional[Tuple[torch.Tensor, Mapping[str, torch.Tensor]]] = None,
+    ) -> None:
+        """Fold one batch into the metrics. `losses` = (combined, per feature) if already known."""
+        if not hasattr(self, "_metrics"):
+            self.reset_metrics()
+        with torch.no_grad():
+            combined, per_feature = losses if losses is not None else self.eval_loss(targets, outputs)
+            n = next(iter(targets.values())).shape[0]
+            count = torch.tensor(float(n))
+            for name, feature in self.output_features.items():
+                metrics = self._metrics[name]
+                metrics[LOSS].update(per_feature[name].detach() * n, count)
+                feature.update_metrics(metrics, outputs[name].detach(), targets[name])
+            self._metrics[COMBINED][LOSS].update(combined.detach() * n, count)
+
+    def get_metrics(self, distributed=None) -> Dict[str, Dict[str, float]]:
+        """{feature: {metric: value}} over every rank's batches since reset_metrics()."""
+        if not hasattr(self, "_metrics"):
+            self.reset_metrics()
+        return compute_metrics(self._metrics, distributed)
+
+    def metric_names(self) -> Dict[str, Tuple[str, ...]]:
+        names = {name: tuple(f.create_metrics()) for name, f in self.output_features.items()}
+        names[COMBINED] = (LOSS,)
+        return names
+
+    # ---- batches -------------------------------------------------------------------------
+    def input_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
+        return {n: f.input_tensor(batch[n]).to(device, non_blocking=True) for n, f in self.input_features.items()}
+
+    def target_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
+        return {n: f.target_tensor(batch[n]).to(device, non_blocking=True) for n, f in self.output_features.items()}
+
+    def create_sample_batch(self, batch_size: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        inputs = {n: f.create_sample_input(batch_size) for n, f in self.input_features.items()}
+        targets = {n: f.create_sample_output(batch_size) for n, f in self.output_features.items()}
+        return inputs, targets
+
+
+class ModuleAdapter(BaseModel):
+    """Train your own nn.Module with hvd_trainer.
+
+    >>> net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    >>> model = ModuleAdapter(net, inputs=[TensorInput("x", (64,))], outputs=[CategoryOutput("y", 10)])
+
+    The module gets the single input tensor (or the dict of inputs when there are several) and
+    returns logits (or a dict of logits keyed by output name when there are several outputs).
+    """
+
+    def __init__(self, module: nn.Module, inputs: Sequence[InputFeature], outputs: Sequence[OutputFeature]):
+        super().__init__()
+        self.module = module
+        self.input_features = {f.name: f for f in inputs}
+        self.output_features = {f.name: f for f in outputs}
+        self._single_input = next(iter(self.input_features)) if len(self.input_features) == 1 else None
+        self._single_output = next(iter(self.output_features)) if len(self.output_features) == 1 else None
+
+    def forward(self, inputs):
+        out = self.module(inputs[self._single_input] if self._single_input else inputs)
+        if isinstance(out, torch.Tensor):
+            if self._single_output is None:
+                raise TypeError("The module returned one tensor, but the model has several outputs; return a dict of logits keyed by output name.")
+            return {self._single_output: out}
+        return out

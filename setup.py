@@ -1,0 +1,33 @@
+"""hvd_trainer: Ludwig's ECD trainer on Horovod, for modern PyTorch and clusters."""
+import os
+
+from setuptools import find_packages, setup
+
+# torch is pinned for reproducible CI; users who bring their own build (CUDA, ROCm) set
+# HVD_TRAINER_TORCH_SPEC, which scripts/setup.sh installs before this package.
+TORCH_SPEC = os.environ.get("HVD_TRAINER_TORCH_SPEC", "torch>=2.1")
+
+setup(
+    name="hvd_trainer",
+    version="0.1.0",
+    description="Data-parallel PyTorch training on Horovod and MPI, from a laptop to a SLURM cluster.",
+    long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["hvd_trainer", "hvd_trainer.*"]),
+    package_data={"hvd_trainer": ["examples/*.yaml"]},
+    install_requires=[
+        TORCH_SPEC,
+        "horovod==0.28.1",
+        "mpi4py>=3.1",
+        "tensorboard>=2.10",
+        "pyyaml>=6",
+        "numpy",
+        "tqdm",
+        "pyarrow",
+        "scikit-learn",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    entry_points={"console_scripts": ["hvd_trainer=hvd_trainer.cli:main"]},
+)
