@@ -54,6 +54,14 @@ class DistributedStrategy(abc.ABC):
     def allreduce(self, t: torch.Tensor, op: str = "average") -> torch.Tensor:
         """Reduce a tensor over all ranks (average, sum, min or max); returns a new tensor."""
 
+    def allreduce_async(self, t: torch.Tensor, op: str = "average") -> "PendingReduce":
+        """Start an allreduce; `.wait()` on the result returns the reduced tensor.
+
+        Backends that batch collectives (Horovod) can fuse a small tensor submitted just
+        before backward with the gradient reductions of that step, so it costs almost nothing.
+        """
+        return PendingReduce(lambda: self.allreduce(t, op))
+
     @abc.abstractmethod
     def broadcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """Rank root's value of t on every rank; returns a new tensor."""
@@ -180,6 +188,16 @@ class LocalStrategy(DistributedStrategy):
 
     def gather_all_tensors(self, t: torch.Tensor) -> List[torch.Tensor]:
         return [t.clone()]
+
+
+class PendingReduce:
+    """A collective in flight; wait() returns its result (once)."""
+
+    def __init__(self, wait_fn: Callable[[], torch.Tensor]):
+        self._wait_fn = wait_fn
+
+    def wait(self) -> torch.Tensor:
+        return self._wait_fn()
 
 
 def check_reduce_op(op: str) -> None:

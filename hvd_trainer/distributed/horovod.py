@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, List, Optional, Tuple
 
 import torch
 
-from hvd_trainer.distributed.base import DistributedStrategy, check_object_name, check_reduce_op
+from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
 from hvd_trainer.errors import ConfigError, LaunchError
 
@@ -137,6 +137,10 @@ class HorovodStrategy(DistributedStrategy):
 
     def allreduce(self, t: torch.Tensor, op: str = "average") -> torch.Tensor:
         return self._hvd.allreduce(t, op=self._reduce_op(op))
+
+    def allreduce_async(self, t: torch.Tensor, op: str = "average") -> PendingReduce:
+        handle = self._hvd.allreduce_async(t, op=self._reduce_op(op))
+        return PendingReduce(lambda: self._hvd.synchronize(handle))
 
     def broadcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         return self._hvd.broadcast(t, root_rank=root)
