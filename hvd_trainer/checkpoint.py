@@ -141,7 +141,10 @@ class Checkpoint:
 
     def load(self, path: str, device: Optional[str] = "cpu", load_optimizer: bool = True) -> Dict[str, Any]:
         """Restore from `path`; returns the saved meta dict."""
-        state = load_checkpoint_file(path, device)
+        return self.apply(load_checkpoint_file(path, device), path, load_optimizer)
+
+    def apply(self, state: Dict[str, Any], path: str, load_optimizer: bool = True) -> Dict[str, Any]:
+        """Restore from a state already read from `path`; returns the saved meta dict."""
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -158,3 +161,70 @@ class Checkpoint:
                 if obj is not None and name in state:
                     obj.load_state_dict(state[name])
         return state.get("meta", {})
+
+
+PREVIOUS = "previous.ckpt"
+
+
+class CheckpointManager:
+    """`latest.ckpt` (resume), `previous.ckpt` (the one before it) and `best.ckpt` in one directory.
+
+    save() is a collective: every rank calls it, so that each rank's RNG states can be gathered
+    into the file. Before latest is replaced, the old latest is hard-linked to previous, so a
+    complete latest exists at every instant and, if latest is ever found corrupt (a disk that
+    lied about fsync, a file copied by hand), the error can point at previous.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, directory: str, distributed):
+        self.checkpoint = checkpoint
+        self.directory = directory
+        self.distributed = distributed
+
+    @property
+    def latest_path(self) -> str:
+        return os.path.join(self.directory, LATEST)
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(self.directory, BEST)
+
+    @property
+    def previous_path(self) -> str:
+        return os.path.join(self.directory, PREVIOUS)
+
+    def _gathered_rng(self):
+        states = [rng_state()]
+        if self.distributed is not None and self.distributed.size() > 1:
+            states = self.distributed.allgather_object(states[0], name="hvd_trainer.checkpoint_rng")
+        return states
+
+    def save(self, **meta) -> None:
+        """Replace latest.ckpt (all ranks call; local rank 0 writes)."""
+        rng = self._gathered_rng()
+        if self.distributed is not None and self.distributed.local_rank() != 0:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        if os.path.exists(self.latest_path):
+            tmp_link = self.previous_path + f".{os.getpid()}.link"
+            if os.path.exists(tmp_link):
+                os.unlink(tmp_link)
+            os.link(self.latest_path, tmp_link)
+            os.replace(tmp_link, self.previous_path)
+        self.checkpoint.save(self.latest_path, rng_states=rng, **meta)
+
+    def save_best(self, **meta) -> None:
+        """Write best.ckpt (model, optimizer, scheduler); called on every rank, rank-local-0 writes."""
+        self.checkpoint.save(self.best_path, **meta)
+
+    def read_latest(self, device: Optional[str] = "cpu") -> Dict[str, Any]:
+        """The latest checkpoint's content, read safely; a broken file's error names previous.ckpt."""
+        try:
+            return load_checkpoint_file(self.latest_path, device)
+        except CheckpointError as e:
+            if os.path.exists(self.previous_path):
+                raise CheckpointError(
+                    f"{e} An older checkpoint exists at {self.previous_path}: to resume from it, move "
+                    f"the broken file away and copy it over {self.latest_path} (the run then repeats the "
+                    "steps since that checkpoint)."
+                ) from e
+            raise

@@ -1,0 +1,74 @@
+"""Stop requests from signals, turned into one decision that every rank shares.
+
+SIGINT (Ctrl-C): the first finishes the current step, saves a checkpoint and ends training
+normally (exit 0); the second quits at once (exit 1), as in Ludwig.
+SIGTERM and SIGUSR1 (SLURM sends them before a time limit or preemption): save a checkpoint
+and exit with EXIT_REQUEUE, which tells a batch script to requeue the job.
+
+A signal may reach only some ranks. Handlers only set a flag; the training loop folds the
+flag into a small allreduce (max) that every rank submits at every optimizer step, so all
+ranks see the request at the same step and stop together.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Dict, Optional
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INPUT_ERROR = 2
+#: "Checkpoint saved after SIGTERM/SIGUSR1; requeue me" (EX_TEMPFAIL from sysexits.h).
+EXIT_REQUEUE = 75
+EXIT_SECOND_SIGINT = 1
+
+NO_STOP = 0
+STOP_SIGINT = 1
+STOP_PREEMPT = 2
+
+STOP_REASONS = {NO_STOP: None, STOP_SIGINT: "sigint", STOP_PREEMPT: "preempt"}
+
+
+class StopSignals:
+    """Installs the handlers for the duration of training (main thread only)."""
+
+    def __init__(self):
+        self.requested = NO_STOP
+        self.sigint_count = 0
+        self._previous: Dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig, handler in ((signal.SIGINT, self._on_sigint), (signal.SIGTERM, self._on_preempt),
+                             (signal.SIGUSR1, self._on_preempt)):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.sigint_count += 1
+        if self.sigint_count == 1:
+            self.requested = max(self.requested, STOP_SIGINT)
+            logger.critical("\nReceived SIGINT: training will finish the current step, save a checkpoint "
+                            "and stop. Send another SIGINT to quit at once.")
+            return
+        logger.critical("\nReceived a second SIGINT: quitting now.")
+        self.uninstall()
+        os._exit(EXIT_SECOND_SIGINT)
+
+    def _on_preempt(self, signum, frame) -> None:
+        self.requested = STOP_PREEMPT
+        logger.critical(f"\nReceived {signal.Signals(signum).name}: saving a checkpoint at the end of this "
+                        f"step, then exiting with code {EXIT_REQUEUE} so the job can be requeued.")
+
+
+def exit_code_for(reason: Optional[str]) -> int:
+    return EXIT_REQUEUE if reason == "preempt" else EXIT_OK

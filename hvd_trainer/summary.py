@@ -1,0 +1,93 @@
+"""What the coordinator shows and records: TensorBoard scalars and the metrics table.
+
+Other ranks get NullSummaryWriter, whose methods do nothing, so the loop never branches on rank
+to log (and never builds a SummaryWriter, which would write event files from every rank).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Dict, Mapping, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("training", "validation", "test")
+
+
+class NullSummaryWriter:
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def create_summary_writers(log_dir: str, enabled: bool) -> Dict[str, object]:
+    """{split: writer} under log_dir/<split>; no-op writers when not enabled."""
+    if not enabled:
+        return {split: NullSummaryWriter() for split in SPLITS}
+    from torch.utils.tensorboard import SummaryWriter
+
+    return {split: SummaryWriter(os.path.join(log_dir, split)) for split in SPLITS}
+
+
+def write_step_summary(writer, combined_loss: float, all_losses: Mapping[str, torch.Tensor], step: int,
+                       learning_rate: Optional[float] = None) -> None:
+    """The seed's per-step tags: combined/step_training_loss, {feature}/step_training_loss, combined/step_learning_rate."""
+    if writer is None or isinstance(writer, NullSummaryWriter):
+        return
+    writer.add_scalar("combined/step_training_loss", combined_loss, global_step=step)
+    for feature, loss in all_losses.items():
+        writer.add_scalar(f"{feature}/step_training_loss", float(loss.detach().float()), global_step=step)
+    if learning_rate is not None:
+        writer.add_scalar("combined/step_learning_rate", learning_rate, global_step=step)
+
+
+def write_eval_summary(writer, metrics: Mapping[str, Mapping[str, float]], step: int) -> None:
+    """The seed's per-evaluation tags: {feature}/epoch_{metric}."""
+    if writer is None or isinstance(writer, NullSummaryWriter):
+        return
+    for feature, values in metrics.items():
+        for name, value in values.items():
+            writer.add_scalar(f"{feature}/epoch_{name}", value, global_step=step)
+    writer.flush()
+
+
+def format_metrics_table(split_metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """One table per output feature: rows are metrics, columns the splits that were evaluated."""
+    splits = [s for s in SPLITS if split_metrics.get(s)]
+    if not splits:
+        return ""
+    features = []
+    for s in splits:
+        for f in split_metrics[s]:
+            if f not in features:
+                features.append(f)
+    blocks = []
+    for feature in features:
+        names = []
+        for s in splits:
+            for n in split_metrics[s].get(feature, {}):
+                if n not in names:
+                    names.append(n)
+        rows = [[n] + [_fmt(split_metrics[s].get(feature, {}).get(n)) for s in splits] for n in names]
+        header = [feature] + splits
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+        line = lambda cells: "│ " + " │ ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " │"  # noqa: E731
+        rule = "├─" + "─┼─".join("─" * w for w in widths) + "─┤"
+        blocks.append("\n".join([line(header), rule] + [line(r) for r in rows]))
+    return "\n".join(blocks)
+
+
+def _fmt(value: Optional[float]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    return f"{value:.4f}"
