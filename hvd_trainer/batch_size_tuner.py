@@ -1,7 +1,7 @@
 """batch_size: auto — find the batch size with the best training (or evaluation) throughput.
 
-Doubling from 1 while throughput (samples/s, median of a few timed steps) keeps rising by more
-than a small tolerance, capped at max_batch_size, 20% of the training set, and MAX_CPU_BATCH_SIZE
+Doubling from 1 while throughput (samples/s, median of timed steps) keeps rising by more than
+a small tolerance (one doubling without gain is forgiven, since a single trial can be noisy), capped at max_batch_size, 20% of the training set, and MAX_CPU_BATCH_SIZE
 without a GPU. Under Horovod every trial step runs a gradient allreduce, so every rank must run
 the same trials: after each trial the ranks exchange (out of memory?, throughput) with one
 allgather and all take the same decision from the same numbers. Weights, optimizer and
@@ -13,7 +13,7 @@ import copy
 import logging
 import statistics
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Tuple
 
 import torch
 
@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 
 #: A doubling must raise throughput by more than this fraction to count as an improvement.
 TOLERANCE = 0.05
-WARMUP_STEPS = 2
-TIMED_STEPS = 5
+#: Doublings in a row without gain that end the search.
+PATIENCE = 2
+WARMUP_STEPS = 3
+TIMED_STEPS = 10
 MAX_TRIALS = 20
 
 
@@ -32,6 +34,7 @@ def select_best_batch_size(
     agree: Callable[[bool, float], Tuple[bool, float]] = lambda oom, t: (oom, t),
     tolerance: float = TOLERANCE,
     max_trials: int = MAX_TRIALS,
+    patience: int = PATIENCE,
 ) -> Tuple[int, List[Tuple[int, float]]]:
     """The batch size where doubling stops paying off, and the (batch size, throughput) trials.
 
@@ -40,7 +43,7 @@ def select_best_batch_size(
     """
     best_size, best_throughput = 1, 0.0
     trials: List[Tuple[int, float]] = []
-    size = 1
+    size, misses = 1, 0
     for _ in range(max_trials):
         if size > max_batch_size:
             break
@@ -48,9 +51,12 @@ def select_best_batch_size(
         if oom:
             break
         trials.append((size, throughput))
-        if throughput <= best_throughput * (1 + tolerance):
-            break
-        best_size, best_throughput = size, throughput
+        if throughput > best_throughput * (1 + tolerance):
+            best_size, best_throughput, misses = size, throughput, 0
+        else:
+            misses += 1
+            if misses >= patience:
+                break
         size *= 2
     return best_size, trials
 
@@ -58,7 +64,9 @@ def select_best_batch_size(
 def _median_step_time(step: Callable[[], None], sync: Callable[[], None]) -> float:
     for _ in range(WARMUP_STEPS):
         step()
-    times = []
+    times: List[float] = []
+    # A fixed count, never a time budget: under Horovod each step is an allreduce, and ranks
+    # that ran different numbers of steps would wait on each other forever.
     for _ in range(TIMED_STEPS):
         sync()
         start = time.perf_counter()

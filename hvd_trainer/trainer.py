@@ -148,6 +148,7 @@ class Trainer:
         self._nonfinite_step: Optional[int] = None
         self._pending_control = None
         self._resume_state: Optional[Dict[str, Any]] = None
+        self.last_progress_tracker: Optional[ProgressTracker] = None
         self.prepare()
 
     # ---- setup ----------------------------------------------------------------------------
@@ -268,8 +269,7 @@ class Trainer:
                 f"The training loss became NaN or infinite at step {nonfinite - 1} (epoch "
                 f"{session.progress_tracker.epoch}) on at least one rank, so every rank stops here. "
                 "Lower trainer.learning_rate, keep trainer.gradient_clipping.clipglobalnorm set, and "
-                "check the data for NaN or extreme values. The last good checkpoint is in "
-                f"{session.checkpoint_manager.directory} (resume from it with --resume)."
+                "check the data for NaN or extreme values." + self._last_good_checkpoint_hint(session)
             )
         if stop and self.stop_reason is None:
             self.stop_reason = signals.STOP_REASONS[stop]
@@ -303,7 +303,7 @@ class Trainer:
         finally:
             self._signals.uninstall()
 
-        pt = session.progress_tracker
+        pt = self.last_progress_tracker = session.progress_tracker
         if self.stop_reason is None:
             self._load_best(session)
         model = self.model
@@ -535,6 +535,13 @@ class Trainer:
             torch.cuda.empty_cache()
         return should_break
 
+    @staticmethod
+    def _last_good_checkpoint_hint(session: TrainingSession) -> str:
+        latest = session.checkpoint_manager.latest_path
+        if os.path.exists(latest):
+            return f" The last good checkpoint is {latest}; --resume continues from it."
+        return " No checkpoint had been saved yet."
+
     def _check_weights_finite(self, session: TrainingSession) -> None:
         # Weights are identical on every rank (same averaged gradients), so each rank
         # reaches the same verdict without a collective.
@@ -542,8 +549,7 @@ class Trainer:
             if not torch.isfinite(p).all():
                 raise TrainingDivergedError(
                     f"The model weight {name} became NaN or infinite by step {session.progress_tracker.steps}. "
-                    "Lower trainer.learning_rate or set trainer.gradient_clipping; the last good checkpoint "
-                    f"is in {session.checkpoint_manager.directory}."
+                    "Lower trainer.learning_rate or set trainer.gradient_clipping." + self._last_good_checkpoint_hint(session)
                 )
 
     def check_progress_on_validation(self, session: TrainingSession) -> bool:

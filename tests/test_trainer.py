@@ -1,0 +1,195 @@
+"""The trainer: real horovodrun -np 2 runs for everything multi-process, in-process for np=1."""
+import glob
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import WORKERS, launcher_command, require_horovod, run_job
+from workers.synthetic import classification_columns, datasets, flat_params, mlp_model
+
+from hvd_trainer.data import Dataset
+from hvd_trainer.distributed import LocalStrategy
+from hvd_trainer.trainer import Trainer
+
+
+@pytest.fixture(scope="module", params=["gloo", "mpirun"])
+def ranks(request, tmp_path_factory):
+    require_horovod()
+    out = tmp_path_factory.mktemp(f"trainer_{request.param}")
+    cmd = launcher_command(request.param, 2) + [os.path.join(WORKERS, "trainer_checks.py"), str(out)]
+    result = run_job(cmd, timeout=300)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return [json.load(open(out / f"rank{r}.json")) for r in range(2)]
+
+
+def test_converges_to_stated_accuracy_with_bit_identical_weights(ranks):
+    assert ranks[0]["test_accuracy"] >= 0.9
+    assert ranks[0]["final_params"] == ranks[1]["final_params"]
+
+
+def test_validation_metrics_cover_every_ranks_shard(ranks):
+    for r in ranks:
+        assert r["val_accuracy_synced"] == pytest.approx(r["val_accuracy_whole_set"], abs=1e-12)
+
+
+def test_two_ranks_with_batch_b_equal_one_rank_with_batch_2b(ranks):
+    t = Trainer({"epochs": 1, "batch_size": 16, "learning_rate": 0.05, "learning_rate_scaling": "constant",
+                 "optimizer": {"type": "sgd"}, "gradient_clipping": {"clipglobalnorm": None}, "skip_all_evaluation": True},
+                mlp_model(seed=3), distributed=LocalStrategy(), random_seed=11,
+                skip_save_model=True, skip_save_progress=True, skip_save_log=True)
+    t.train(Dataset(classification_columns(160, 5), name="eq"), save_path="/tmp/hvd_trainer_eq_np1")
+    assert ranks[0]["equivalence_params"] == ranks[1]["equivalence_params"]
+    assert ranks[0]["equivalence_params"] == pytest.approx(flat_params(t.model), abs=1e-5)
+
+
+def test_early_stop_asked_by_one_rank_stops_all_at_the_same_step(ranks):
+    # steps_per_checkpoint 5; rank 1 asks at its 2nd evaluation -> both stop at step 10.
+    assert ranks[0]["early_stop_steps"] == ranks[1]["early_stop_steps"] == 10
+
+
+def test_nan_on_one_rank_stops_every_rank_with_a_clear_message(ranks):
+    for r in ranks:
+        assert r["nan_error"] is not None
+        assert "NaN or infinite at step 8" in r["nan_error"] and "learning_rate" in r["nan_error"]
+    assert ranks[0]["nan_error"] == ranks[1]["nan_error"]
+
+
+def test_lbfgs_is_refused_when_data_parallel(ranks):
+    for r in ranks:
+        assert r["lbfgs_error"] and "single process" in r["lbfgs_error"]
+
+
+def test_remote_trainer_returns_only_on_rank0(ranks):
+    assert ranks[0]["remote_result_is_none"] is False
+    assert ranks[1]["remote_result_is_none"] is True
+
+
+# ---- one process -----------------------------------------------------------------------------
+
+def _local_trainer(config, **kwargs):
+    kwargs.setdefault("skip_save_log", True)
+    return Trainer(config, kwargs.pop("model", None) or mlp_model(seed=3), distributed=LocalStrategy(), **kwargs)
+
+
+def test_gradient_accumulation_equals_one_bigger_batch(tmp_path):
+    base = {"epochs": 1, "learning_rate": 0.05, "optimizer": {"type": "sgd"}, "skip_all_evaluation": True,
+            "gradient_clipping": {"clipglobalnorm": None}}
+    data = Dataset(classification_columns(96, 9), name="acc")
+    big = _local_trainer({**base, "batch_size": 12}, random_seed=3, skip_save_model=True, skip_save_progress=True)
+    big.train(data, save_path=str(tmp_path / "big"))
+    acc = _local_trainer({**base, "batch_size": 4, "gradient_accumulation_steps": 3}, random_seed=3,
+                         skip_save_model=True, skip_save_progress=True)
+    acc.train(data, save_path=str(tmp_path / "acc"))
+    assert flat_params(acc.model) == pytest.approx(flat_params(big.model), abs=1e-6)
+
+
+def test_tensorboard_event_files_hold_the_seed_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val, test = datasets(n_train=64, n_val=32, n_test=32)
+    t = Trainer({"epochs": 2, "batch_size": 16}, mlp_model(), distributed=LocalStrategy())
+    t.train(train, val, test, save_path=str(tmp_path))
+    tags = {}
+    for split in ("training", "validation", "test"):
+        acc = EventAccumulator(os.path.join(tmp_path, "logs", split))
+        acc.Reload()
+        tags[split] = set(acc.Tags()["scalars"])
+    assert {"combined/step_training_loss", "y/step_training_loss", "combined/step_learning_rate",
+            "y/epoch_loss", "y/epoch_accuracy", "combined/epoch_loss"} <= tags["training"]
+    assert {"y/epoch_loss", "y/epoch_accuracy", "y/epoch_hits_at_k"} <= tags["validation"]
+    assert {"y/epoch_accuracy"} <= tags["test"]
+    steps = [e.step for e in EventAccumulator(os.path.join(tmp_path, "logs", "training")).Reload().Scalars("combined/step_training_loss")]
+    assert steps == list(range(1, 9))
+
+
+def test_output_files_are_written(tmp_path):
+    train, val, _ = datasets(n_train=64, n_val=32)
+    Trainer({"epochs": 2, "batch_size": 16}, mlp_model(), distributed=LocalStrategy()).train(train, val, save_path=str(tmp_path))
+    for name in ("training_progress.json", "model_weights", "training_checkpoints/latest.ckpt",
+                 "training_checkpoints/best.ckpt"):
+        assert os.path.exists(tmp_path / name), name
+    assert glob.glob(str(tmp_path / "logs" / "training" / "events.out.tfevents.*"))
+    progress = json.load(open(tmp_path / "training_progress.json"))
+    assert progress["steps"] == 8 and progress["epoch"] == 2 and progress["checkpoint_number"] == 2
+
+
+def _grads_after_clipping(clipping):
+    t = _local_trainer({"batch_size": 8, "gradient_clipping": clipping})
+    model = t.model
+    x = torch.randn(8, 10) * 100
+    loss, _ = model.train_loss({"y": torch.zeros(8, dtype=torch.long)}, model({"x": x}))
+    loss.backward()
+    params = [p for p in model.parameters()]
+    t.clip_grads(params)
+    return params
+
+
+@pytest.mark.parametrize("clipping,check", [
+    ({"clipglobalnorm": 0.5}, lambda ps: torch.nn.utils.get_total_norm([p.grad for p in ps]) <= 0.5 + 1e-5),
+    ({"clipglobalnorm": None, "clipnorm": 0.25}, lambda ps: torch.nn.utils.get_total_norm([p.grad for p in ps]) <= 0.25 + 1e-5),
+    ({"clipglobalnorm": None, "clipvalue": 0.01}, lambda ps: max(p.grad.abs().max() for p in ps) <= 0.01 + 1e-9),
+], ids=["clipglobalnorm", "clipnorm", "clipvalue"])
+def test_each_clipping_bounds_the_gradients(clipping, check):
+    assert check(_grads_after_clipping(clipping))
+
+
+def test_without_clipping_the_gradients_exceed_the_bounds():
+    ps = _grads_after_clipping({"clipglobalnorm": None})
+    assert torch.nn.utils.get_total_norm([p.grad for p in ps]) > 0.5
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "lbfgs", "adagrad", "adadelta", "adamax", "nadam", "rmsprop"])
+def test_every_optimizer_trains(tmp_path, optimizer):
+    train, val, _ = datasets(n_train=128, n_val=32)
+    extra = {"sgd": {"momentum": 0.9, "nesterov": True}, "lbfgs": {"line_search_fn": "strong_wolfe"}}.get(optimizer, {})
+    lr = {"adadelta": 5.0, "lbfgs": 0.1}.get(optimizer, 0.05)
+    model = mlp_model(seed=3)
+    with torch.no_grad():
+        before = float(model.eval_loss({"y": torch.as_tensor(train.columns["y"])}, model({"x": torch.as_tensor(train.columns["x"])}))[0])
+    t = _local_trainer({"epochs": 6, "batch_size": 32, "learning_rate": lr, "optimizer": {"type": optimizer, **extra}}, model=model)
+    _, tr, _, _ = t.train(train, val, save_path=str(tmp_path))
+    assert tr["combined"]["loss"][-1][2] < 0.8 * before, (before, tr["combined"]["loss"])
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "l1_l2"])
+def test_regularization_adds_its_penalty(kind):
+    model = mlp_model()
+    targets, outputs = {"y": torch.zeros(4, dtype=torch.long)}, model({"x": torch.ones(4, 10)})
+    plain, _ = model.train_loss(targets, outputs)
+    reg, _ = model.train_loss(targets, outputs, kind, 0.1)
+    params = list(model.parameters())
+    penalty = {"l1": sum(p.abs().sum() for p in params), "l2": sum((p * p).sum() for p in params)}
+    penalty["l1_l2"] = penalty["l1"] + penalty["l2"]
+    assert float(reg - plain) == pytest.approx(float(0.1 * penalty[kind]), rel=1e-5)
+
+
+def test_mixed_precision_on_cpu_warns_and_trains_in_fp32(caplog):
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU fallback")
+    t = _local_trainer({"batch_size": 8, "use_mixed_precision": True})
+    assert t.use_amp is False and t.scaler is None
+    assert "needs a CUDA device" in caplog.text
+
+
+def test_lr_is_scaled_by_world_size():
+    from hvd_trainer.trainer import scaled_learning_rate
+
+    assert scaled_learning_rate(0.1, "linear", 8) == pytest.approx(0.8)
+    assert scaled_learning_rate(0.1, "sqrt", 4) == pytest.approx(0.2)
+    assert scaled_learning_rate(0.1, "constant", 8) == pytest.approx(0.1)
+
+
+def test_trainer_follows_warmup_then_linear_decay(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, _, _ = datasets(n_train=160)
+    t = Trainer({"epochs": 2, "batch_size": 16, "learning_rate": 0.1, "skip_all_evaluation": True,
+                 "learning_rate_scheduler": {"warmup_fraction": 0.25, "decay": "linear"}}, mlp_model(), distributed=LocalStrategy())
+    t.train(train, save_path=str(tmp_path))
+    acc = EventAccumulator(os.path.join(tmp_path, "logs", "training")).Reload()
+    lrs = [e.value for e in acc.Scalars("combined/step_learning_rate")]
+    # 20 steps, 5 of warmup; the value logged at step k is the LR set for the next step (k).
+    expected = [0.1 * (k + 1) / 5 if k < 5 else 0.1 * max(0.0, (20 - k) / 15) for k in range(1, 21)]
+    assert lrs == pytest.approx(expected, abs=1e-7)
