@@ -107,6 +107,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is Union:
         errors = []
         args = typing.get_args(tp)
+        non_null = [a for a in args if a is not _NONE]
+        if value is not None and len(non_null) == 1:
+            return _coerce(non_null[0], value, key)  # Optional[X]: X's own error is the precise one
         # Try literal and exact matches first so that 'auto' does not become a float error.
         for arg in sorted(args, key=lambda a: 0 if typing.get_origin(a) is typing.Literal or a is _NONE else 1):
             try:
