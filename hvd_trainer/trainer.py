@@ -149,6 +149,7 @@ class Trainer:
         self._pending_control = None
         self._resume_state: Optional[Dict[str, Any]] = None
         self.last_progress_tracker: Optional[ProgressTracker] = None
+        self.last_save_path: Optional[str] = None
         self.prepare()
 
     # ---- setup ----------------------------------------------------------------------------
@@ -304,6 +305,7 @@ class Trainer:
             self._signals.uninstall()
 
         pt = self.last_progress_tracker = session.progress_tracker
+        self.last_save_path = save_path
         if self.stop_reason is None:
             self._load_best(session)
         model = self.model
@@ -726,6 +728,10 @@ class Trainer:
                             "re-scaled from %.3g to %.3g, epoch position %d -> %d step(s).", pt.world_size, size,
                             self.scheduler.base_lr, self.base_learning_rate, pt.epoch_step, new_step)
             pt.epoch_step = min(new_step, session.batcher.steps_per_epoch)
+            if not self.config.train_steps:
+                # Steps at the old size measure other amounts of data: count the epochs that remain.
+                remaining = (self.config.epochs - pt.epoch) * session.batcher.steps_per_epoch - pt.epoch_step
+                session.total_steps = pt.steps + max(0, remaining)
             self.scheduler.base_lr = self.base_learning_rate
             self.scheduler.reset(session.steps_per_checkpoint, session.total_steps)
         elif payload["rng"] is not None and len(payload["rng"]) == size:

@@ -56,10 +56,10 @@ def file_format(path: str) -> str:
     """'csv', 'tsv' or 'parquet', from the file name; a clear error for anything else."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
-        hint = " Decompress it first;" if ext in (".gz", ".bz2", ".zip", ".xz", ".zst") else ""
+        first = "Decompress it first, then use" if ext in (".gz", ".bz2", ".zip", ".xz", ".zst") else "Use"
         raise DataError(
-            f"The file {path} has the extension {ext or '(none)'!r}, which hvd_trainer cannot read.{hint} "
-            f"Use a CSV (.csv, .tsv) or Parquet (.parquet, .pq) file, named with its extension."
+            f"The file {path} has the extension {ext or '(none)'!r}, which hvd_trainer cannot read. {first} a CSV "
+            "(.csv, .tsv) or Parquet (.parquet, .pq) file, named with its extension."
         )
     return FORMATS[ext]
 
@@ -96,8 +96,8 @@ def _check_columns(path: str, names: List[str], required: Mapping[str, str], rol
             shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
             raise DataError(
                 f"The {role} file {path} has no column {column!r}, which {user} reads.{did_you_mean(column, names)} "
-                f"Its columns are: {shown}. Fix the feature's name (or its 'column:') in the config, or use a file "
-                "with that column."
+                f"Its columns are: {shown}. Fix the column name in the config (the feature's name or 'column:', or "
+                "preprocessing.split.column for a fixed split), or use a file with that column."
             )
 
 
@@ -198,7 +198,7 @@ def _read_parquet(path: str, required: Mapping[str, str], rank: int, size: int, 
         raise
     except (pa.ArrowException, OSError) as e:
         raise DataError(
-            f"The {role} file {path} could not be read as Parquet: {e}. Check that the file is complete (not "
+            f"The {role} file {path} could not be read as Parquet: {str(e).rstrip('.')}. Check that the file is complete (not "
             "truncated by a copy) and was written as Parquet; rewrite it, or use CSV."
         ) from None
     cols = {c: table.column(c).combine_chunks() for c in columns}

@@ -81,7 +81,7 @@ _NOOP_KEYS: Dict[str, Dict[str, Any]] = {
                  "bias_initializer": ("zeros",)},
     "fc_layer": {"weights_initializer": ("xavier_uniform",), "bias_initializer": ("zeros",), "norm_params": (None,)},
     "preprocessing": {"sample_size": (None,), "oversample_minority": (None,), "undersample_majority": (None,),
-                      "global_max_sequence_length": (None,)},
+                      "global_max_sequence_length": (None,), "force_split": (False,), "stratify": (None,)},
 }
 # {dotted key within a section: values Ludwig accepts that hvd_trainer refuses}
 _LUDWIG_ONLY_VALUES: Dict[str, Tuple[str, ...]] = {
@@ -123,11 +123,18 @@ def _drop_noop_keys(data: Mapping[str, Any], path: str, section: str) -> Dict[st
             out[key] = value
             continue
         accepted = table[key]
-        if accepted is ANY or any(value == a and type(value) is not bool or value is a for a in accepted):
+        if accepted is ANY or any(_same(value, a) for a in accepted):
             continue
         shown = " or ".join("null" if a is None else repr(a) for a in accepted)
         raise _not_supported(f"{path}.{key}", value, f"Only {shown} (which changes nothing) is accepted for it.")
     return out
+
+
+def _same(value: Any, accepted: Any) -> bool:
+    """Equality that keeps true/false apart from 1/0 (YAML `false` is not `robust_lambda: 0`)."""
+    if isinstance(value, bool) or isinstance(accepted, bool):
+        return value is accepted
+    return value == accepted
 
 
 def _check_ludwig_value(section_key: str, key: str, value: Any, supported) -> None:
@@ -537,6 +544,13 @@ def _preprocessing(raw: Any) -> PreprocessingConfig:
         if key in FEATURE_TYPES or key in LUDWIG_OTHER_FEATURE_TYPES:
             raise _unsupported_section(f"preprocessing.{key}",
                                        "per-type preprocessing defaults (set preprocessing on each feature instead)")
+    if "split_probabilities" in data:  # Ludwig before 0.6 wrote the random split's shares here
+        if "split" in data:
+            raise ConfigError(
+                "preprocessing has both split_probabilities (older Ludwig) and split; keep only "
+                "split: {type: random, probabilities: [...]}."
+            )
+        data["split"] = {"type": "random", "probabilities": data.pop("split_probabilities")}
     if "split" in data:
         split = _mapping(data["split"], "preprocessing.split")
         _check_ludwig_value("split.type", "preprocessing.split.type", split.get("type"), ("random", "fixed"))

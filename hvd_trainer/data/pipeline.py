@@ -1,0 +1,315 @@
+"""Entry points from files to Datasets: load_training_data and load_inference_data.
+
+The order of work on every rank:
+
+  read (this rank's shard) -> cast columns -> split -> drop rows with missing values
+  -> metadata over the whole training set (collectives) -> transform -> Dataset
+
+Any step that can fail on one rank only (its shard holds the bad value, or the file does not
+parse in its byte range) runs locally and then every rank meets in one allgather_object that
+carries the error, if any: every rank then raises the same error. No rank is ever left waiting
+in a collective that another rank will not reach.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+
+from hvd_trainer.data.dataset import Dataset
+from hvd_trainer.data.preprocessing import (
+    Reducer,
+    cast_column,
+    check_metadata_matches,
+    compute_metadata,
+    drop_row_mask,
+    transform_column,
+)
+from hvd_trainer.data.readers import read_table
+from hvd_trainer.data.split import SPLIT_NAMES, TEST, TRAINING, VALIDATION, fixed_split, random_split, sample_mask
+from hvd_trainer.distributed.base import DistributedStrategy, LocalStrategy
+from hvd_trainer.errors import ConfigError, DataError, HvdTrainerError
+from hvd_trainer.models.config import FeatureConfig, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+ROW_ID = "__row_id__"
+T = TypeVar("T")
+_ERROR_TYPES = {"DataError": DataError, "ConfigError": ConfigError}
+
+
+# ---- agreeing on errors -------------------------------------------------------------------------
+def run_on_every_rank(distributed: DistributedStrategy, name: str, fn: Callable[[], T],
+                      share: Callable[[T], Any] = lambda result: None) -> Tuple[T, List[Any]]:
+    """Run fn locally, then agree with every rank: (fn's result, [share(result) of each rank]).
+
+    If fn raised on any rank, every rank raises the error of the lowest such rank (an input
+    error keeps its type and message; any other exception is re-raised as-is on the rank that
+    hit it and reported as a DataError naming that rank on the others).
+    """
+    result, error, payload = None, None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - every failure must reach the collective, or the others hang
+        error = e
+        kind = type(e).__name__ if type(e).__name__ in _ERROR_TYPES else "internal"
+        payload = (distributed.rank(), kind, str(e) if kind != "internal" else f"{type(e).__name__}: {e}")
+    gathered = distributed.allgather_object((payload, None if error else share(result)), name=name)
+    failures = [p for p, _ in gathered if p is not None]
+    if failures:
+        rank, kind, message = failures[0]
+        if error is not None and rank == distributed.rank():
+            raise error  # this rank's own error, with its traceback
+        if kind != "internal":
+            raise _ERROR_TYPES[kind](message) from None
+        raise DataError(
+            f"Rank {rank} failed while loading data ({message}); see its traceback in the output of that rank. "
+            "Every rank stopped with it."
+        )
+    return result, [s for _, s in gathered]
+
+
+def raise_if_any_rank_failed(distributed: DistributedStrategy, error: Optional[HvdTrainerError], name: str) -> None:
+    """For callers that validate locally: every rank raises the first rank's error, or none does."""
+
+    def check():
+        if error is not None:
+            raise error
+
+    run_on_every_rank(distributed, name, check)
+
+
+# ---- one file -> typed columns --------------------------------------------------------------------
+@dataclass
+class _Part:
+    """Cast columns (keyed by feature name) of one split, on this rank."""
+
+    columns: Dict[str, np.ndarray]
+    row_ids: np.ndarray
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def select(self, keep: np.ndarray) -> "_Part":
+        return _Part({k: v[keep] for k, v in self.columns.items()}, self.row_ids[keep], self.path)
+
+
+def _required_columns(features: Sequence[FeatureConfig], extra: Mapping[str, str]) -> Dict[str, str]:
+    required: Dict[str, str] = {}
+    for f in features:
+        required.setdefault(f.column_name, f"the {f.type} feature {f.name!r}")
+    for column, user in extra.items():
+        required.setdefault(column, user)
+    return required
+
+
+def _load_file(path: str, role: str, features: Sequence[FeatureConfig], dist: DistributedStrategy, sharded: bool,
+               split_column: Optional[str] = None) -> Tuple[_Part, Optional[np.ndarray]]:
+    """This rank's rows of one file as cast columns, and the fixed-split codes if asked for."""
+    rank, size = (dist.rank(), dist.size()) if sharded else (0, 1)
+    extra = {split_column: "the fixed split (preprocessing.split.column)"} if split_column else {}
+    required = _required_columns(features, extra)
+    table, counts = run_on_every_rank(dist, f"data.read.{role}", lambda: read_table(path, required, rank, size, role),
+                                      share=lambda t: t.num_rows)
+    total = sum(counts) if sharded else counts[0]
+    if total == 0:
+        raise DataError(
+            f"The {role} file {path} has no data rows (only a header, or nothing). Check that it is the right file "
+            "and that it was written completely."
+        )
+    if table.row_ids is None:  # a CSV shard learns its first global row from the ranks before it
+        table = table.with_row_offset(sum(counts[:rank]))
+
+    def cast() -> Tuple[_Part, Optional[np.ndarray]]:
+        cols = {f.name: cast_column(table.columns[f.column_name], f, table.row_ids, path) for f in features}
+        codes = fixed_split(table.columns[split_column], table.row_ids, split_column, path) if split_column else None
+        return _Part(cols, table.row_ids, path), codes
+
+    (part, codes), _ = run_on_every_rank(dist, f"data.cast.{role}", cast)
+    return part, codes
+
+
+# ---- training data ----------------------------------------------------------------------------------
+def load_training_data(
+    model_config: ModelConfig,
+    distributed: Optional[DistributedStrategy] = None,
+    dataset: Optional[str] = None,
+    training_set: Optional[str] = None,
+    validation_set: Optional[str] = None,
+    test_set: Optional[str] = None,
+    random_seed: int = 42,
+    shard: bool = True,
+    metadata: Optional[Dict[str, Any]] = None,
+) -> Tuple[Dataset, Optional[Dataset], Optional[Dataset], Dict[str, Any]]:
+    """(training, validation, test, metadata) from one dataset (split by the config) or separate files.
+
+    With shard=True and several ranks, each rank reads only its part of each file and the
+    Datasets are `sharded=True`; metadata is still computed over the whole training set.
+    Pass `metadata` (from load_metadata) to apply saved metadata instead of computing it
+    (resuming). Validation or test is None when it has no rows.
+    """
+    dist = distributed if distributed is not None else LocalStrategy()
+    _check_sources(dataset, training_set, validation_set, test_set)
+    sharded = bool(shard) and dist.size() > 1
+    features = model_config.features
+    pre = model_config.preprocessing
+
+    if dataset is not None:
+        split_column = pre.split.column_name if pre.split.type == "fixed" else None
+        whole, codes = _load_file(dataset, "dataset", features, dist, sharded, split_column)
+        keep = sample_mask(whole.row_ids, pre.sample_ratio, random_seed)
+        whole = whole.select(keep)
+        codes = random_split(whole.row_ids, pre.split.probabilities, random_seed) if codes is None else codes[keep]
+        parts = {s: whole.select(codes == s) for s in (TRAINING, VALIDATION, TEST)}
+    else:
+        parts = {}
+        for s, path in ((TRAINING, training_set), (VALIDATION, validation_set), (TEST, test_set)):
+            if path is not None:
+                part, _ = _load_file(path, f"{SPLIT_NAMES[s]} set", features, dist, sharded)
+                parts[s] = part.select(sample_mask(part.row_ids, pre.sample_ratio, random_seed))
+    parts = {s: p.select(drop_row_mask(p.columns, features)) for s, p in parts.items()}
+
+    counts = _global_counts(dist, parts, sharded)
+    if counts[TRAINING] == 0:
+        raise DataError(
+            "The training set is empty after splitting, sampling and dropping rows with missing values. Check "
+            "preprocessing.split (the training share or the split column's 0 values), sample_ratio, and the "
+            "features whose missing_value_strategy is drop_row."
+        )
+    if metadata is None:
+        metadata = compute_metadata(model_config, parts[TRAINING].columns, Reducer(dist, sharded))
+    else:
+        check_metadata_matches(model_config, metadata)
+    datasets = _transform_parts(dist, parts, counts, metadata, sharded)
+    return datasets[TRAINING], datasets.get(VALIDATION), datasets.get(TEST), metadata
+
+
+def _check_sources(dataset, training_set, validation_set, test_set) -> None:
+    if dataset is not None and any(p is not None for p in (training_set, validation_set, test_set)):
+        raise ConfigError(
+            "Both a dataset and separate training/validation/test sets were given. Pass either --dataset (split "
+            "by preprocessing.split) or --training_set with optional --validation_set and --test_set."
+        )
+    if dataset is None and training_set is None:
+        raise ConfigError(
+            "No training data was given. Pass --dataset (one file, split by preprocessing.split) or "
+            "--training_set (with optional --validation_set and --test_set)."
+        )
+
+
+def _global_counts(dist: DistributedStrategy, parts: Mapping[int, _Part], sharded: bool) -> Dict[int, int]:
+    local = [len(parts[s]) if s in parts else 0 for s in (TRAINING, VALIDATION, TEST)]
+    if not sharded:
+        return dict(zip((TRAINING, VALIDATION, TEST), local))
+    per_rank = dist.allgather_object(local, name="data.split_counts")
+    totals = [sum(r[i] for r in per_rank) for i in range(3)]
+    empty = [r for r, c in enumerate(per_rank) if c[TRAINING] == 0]
+    if totals[TRAINING] and empty:
+        raise DataError(
+            f"Rank {empty[0]}'s part of the data holds no training rows (training rows per rank: "
+            f"{[c[TRAINING] for c in per_rank]}), so it could not take part in training steps. The data is too "
+            f"small to shard over {dist.size()} ranks: run fewer ranks, or load it unsharded (every rank reads "
+            "all rows)."
+        )
+    return dict(zip((TRAINING, VALIDATION, TEST), totals))
+
+
+def _transform_parts(dist: DistributedStrategy, parts: Mapping[int, _Part], counts: Mapping[int, int],
+                     metadata: Mapping[str, Any], sharded: bool) -> Dict[int, Dataset]:
+    def transform():
+        unknown: Dict[str, int] = {}
+        out = {s: _to_columns(p, metadata, unknown) for s, p in parts.items() if counts[s] > 0}
+        return out, unknown
+
+    (columns, _), unknowns = run_on_every_rank(dist, "data.transform", transform, share=lambda r: r[1])
+    _log_unknown(unknowns if sharded else unknowns[:1])
+    return {s: Dataset(cols, sharded=sharded, name=f"{SPLIT_NAMES[s]} set") for s, cols in columns.items()}
+
+
+def _to_columns(part: _Part, metadata: Mapping[str, Any], unknown: Dict[str, int]) -> Dict[str, np.ndarray]:
+    cols = {name: transform_column(values, metadata[name], name, part.row_ids, part.path, unknown)
+            for name, values in part.columns.items()}
+    cols[ROW_ID] = part.row_ids
+    return cols
+
+
+def _log_unknown(per_rank: List[Dict[str, int]]) -> None:
+    total: Dict[str, int] = {}
+    for counts in per_rank:
+        for name, n in (counts or {}).items():
+            total[name] = total.get(name, 0) + n
+    for name, n in total.items():
+        logger.info("%d value(s) of category feature %r were not seen in training and map to <UNK>.", n, name)
+
+
+# ---- inference data -------------------------------------------------------------------------------------
+def load_inference_data(
+    model_config: ModelConfig,
+    metadata: Mapping[str, Any],
+    path: str,
+    distributed: Optional[DistributedStrategy] = None,
+    shard: bool = False,
+    include_targets: bool = True,
+    split: Optional[str] = None,
+    random_seed: int = 42,
+) -> Dataset:
+    """Rows of `path` transformed with saved metadata (evaluate, predict), with a `__row_id__` column.
+
+    include_targets=False reads only the input features (predict on data without labels).
+    split='training'|'validation'|'test' keeps only that split of the file, as training split
+    it (same config and random_seed).
+    """
+    dist = distributed if distributed is not None else LocalStrategy()
+    sharded = bool(shard) and dist.size() > 1
+    features = list(model_config.input_features) + (list(model_config.output_features) if include_targets else [])
+    check_metadata_matches(model_config, metadata, features)
+    pre = model_config.preprocessing
+    codes_wanted = _split_code(split)
+    split_column = pre.split.column_name if codes_wanted is not None and pre.split.type == "fixed" else None
+    part, codes = _load_file(path, "prediction data" if not include_targets else "evaluation data", features, dist,
+                             sharded, split_column)
+    if codes_wanted is not None:
+        keep = sample_mask(part.row_ids, pre.sample_ratio, random_seed)
+        if codes is None:
+            codes = random_split(part.row_ids, pre.split.probabilities, random_seed)
+        part = part.select(keep & (codes == codes_wanted))
+    part = part.select(drop_row_mask(part.columns, features))
+
+    def transform():
+        unknown: Dict[str, int] = {}
+        return _to_columns(part, metadata, unknown), unknown
+
+    (columns, _), unknowns = run_on_every_rank(dist, "data.transform_inference", transform, share=lambda r: r[1])
+    _log_unknown(unknowns if sharded else unknowns[:1])
+    return Dataset(columns, sharded=sharded, name="prediction data" if not include_targets else "evaluation data")
+
+
+def _split_code(split: Optional[str]) -> Optional[int]:
+    if split is None:
+        return None
+    names = {v: k for k, v in SPLIT_NAMES.items()}
+    if split not in names:
+        raise ConfigError(f"The split {split!r} is not one of: training, validation, test.")
+    return names[split]
+
+
+# ---- checks the trainer and CLI call ------------------------------------------------------------------------
+def check_enough_rows(n_rows: int, world_size: int, batch_size: Union[int, str, None]) -> None:
+    """Refuse a training set too small for every rank to fill one batch per step."""
+    per_batch = int(batch_size) if isinstance(batch_size, int) and not isinstance(batch_size, bool) else 1
+    needed = world_size * per_batch
+    if n_rows >= needed:
+        return
+    if per_batch == 1:
+        raise DataError(
+            f"The training set has {n_rows} row(s), fewer than the {world_size} ranks of this job; every rank "
+            f"needs at least one row per step. Run at most {n_rows} ranks, or add rows."
+        )
+    raise DataError(
+        f"The training set has {n_rows} rows, but {world_size} ranks x batch size {per_batch} need at least "
+        f"{needed}: every rank must fill one batch per step. Lower trainer.batch_size to "
+        f"{max(1, n_rows // world_size)} or less, run fewer ranks, or add rows."
+    )

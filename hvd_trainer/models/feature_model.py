@@ -1,0 +1,67 @@
+"""FeatureModel: the config-driven model (Ludwig's ECD) of number, category and binary features.
+
+    encoders (one per input) -> concat combiner -> decoders (one Linear per output)
+
+Losses, predictions and metrics come from the output features of hvd_trainer.models.outputs.
+Build it with `build_model(model_config, metadata)`; the metadata (vocabulary sizes) comes from
+load_training_data, or from load_metadata when evaluating, predicting or resuming.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from hvd_trainer.models.base import BaseModel, InputFeature
+from hvd_trainer.models.combiner import ConcatCombiner
+from hvd_trainer.models.config import CombinerConfig, FeatureConfig, ModelConfig, module_key
+from hvd_trainer.models.encoders import create_input_feature
+from hvd_trainer.models.outputs import BinaryOutput, CategoryOutput, NumberOutput, OutputFeature
+
+
+class FeatureModel(BaseModel):
+    def __init__(self, inputs: Sequence[InputFeature], outputs: Sequence[OutputFeature], combiner: CombinerConfig):
+        super().__init__()
+        self.input_features = {f.name: f for f in inputs}
+        self.output_features = {f.name: f for f in outputs}
+        # Module keys are not the names: a name may hold '.' or clash with ModuleDict's methods.
+        self._input_keys = {f.name: module_key(i, f.name) for i, f in enumerate(inputs)}
+        self._output_keys = {f.name: module_key(i, f.name) for i, f in enumerate(outputs)}
+        self.encoders = nn.ModuleDict({self._input_keys[f.name]: f.build_encoder() for f in inputs})
+        self.combiner = ConcatCombiner([e.output_size for e in self.encoders.values()], combiner)
+        self.decoders = nn.ModuleDict(
+            {self._output_keys[f.name]: nn.Linear(self.combiner.output_size, f.output_size) for f in outputs}
+        )
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        encodings = [self.encoders[key](inputs[name]) for name, key in self._input_keys.items()]
+        hidden = self.combiner(encodings)
+        logits = {}
+        for name, key in self._output_keys.items():
+            out = self.decoders[key](hidden)
+            # number and binary outputs are one value per sample: [batch], as their targets.
+            logits[name] = out.squeeze(-1) if self.output_features[name].output_size == 1 else out
+        return logits
+
+
+def create_output_feature(config: FeatureConfig, metadata: Mapping[str, Any]) -> OutputFeature:
+    """The OutputFeature (loss, metrics) for one configured output, sized from its metadata."""
+    weight = config.loss.weight
+    if config.type == "category":
+        num_classes = int(metadata[config.name]["vocab_size"])
+        return CategoryOutput(config.name, num_classes=num_classes, loss_weight=weight,
+                              top_k=min(config.top_k, num_classes))
+    if config.type == "binary":
+        return BinaryOutput(config.name, loss_weight=weight, threshold=config.threshold)
+    return NumberOutput(config.name, loss_weight=weight)
+
+
+def build_model(model_config: ModelConfig, metadata: Mapping[str, Any]) -> FeatureModel:
+    """The FeatureModel for a config and its training set metadata (seed torch first for reproducibility)."""
+    from hvd_trainer.data.preprocessing import check_metadata_matches
+
+    check_metadata_matches(model_config, metadata)
+    inputs = [create_input_feature(f, metadata) for f in model_config.input_features]
+    outputs = [create_output_feature(f, metadata) for f in model_config.output_features]
+    return FeatureModel(inputs, outputs, model_config.combiner)

@@ -1,0 +1,85 @@
+"""A training run for the resume / signal / kill tests, launched under horovodrun or alone.
+
+usage: resume_checks.py OUT_DIR RUN_DIR EPOCHS [--resume] [--slow SECONDS] [--tag NAME]
+
+Each rank writes OUT_DIR/<tag>.pid<R> at start and OUT_DIR/<tag>.rank<R>.json at the end
+(final weights, the training loss history, why training stopped, and the exit code it uses).
+The exit code follows the CLI's contract: 0 done or SIGINT, 75 after SIGTERM/SIGUSR1.
+"""
+import argparse
+import logging
+import json
+import os
+import sys
+import time
+
+from synthetic import datasets, flat_params, mlp_model
+
+from hvd_trainer import signals
+from hvd_trainer.callbacks import Callback
+from hvd_trainer.distributed import init_dist_strategy
+from hvd_trainer.trainer import Trainer
+
+
+class Slow(Callback):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+        time.sleep(self.seconds)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out_dir")
+    p.add_argument("run_dir")
+    p.add_argument("epochs", type=int)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--slow", type=float, default=0.0)
+    p.add_argument("--tag", default="run")
+    a = p.parse_args()
+    s = init_dist_strategy("auto")
+    logging.basicConfig(level=logging.INFO if s.rank() == 0 else logging.WARNING, format="%(message)s")
+    r = s.rank()
+    with open(os.path.join(a.out_dir, f"{a.tag}.pid{r}"), "w") as fh:
+        fh.write(str(os.getpid()))
+    train, val, _ = datasets(n_train=480, n_val=64)
+    config = {"epochs": a.epochs, "batch_size": 16, "learning_rate": 0.003, "early_stop": -1,
+              "checkpoints_per_epoch": 2, "optimizer": {"type": "adam"}}
+    callbacks = [Slow(a.slow)] if a.slow else []
+    t = Trainer(config, mlp_model(seed=1, dropout=0.2), distributed=s, resume=a.resume, callbacks=callbacks,
+                random_seed=5)
+    t.train(train, val, save_path=a.run_dir)
+    pt = t.last_progress_tracker
+    code = signals.exit_code_for(t.stop_reason)
+    with open(os.path.join(a.out_dir, f"{a.tag}.rank{r}.json"), "w") as fh:
+        json.dump({"params": flat_params(t.model if t.stop_reason else _latest_weights(t)), "steps": pt.steps,
+                   "loss_history": pt.train_metrics["combined"]["loss"], "stop_reason": t.stop_reason,
+                   "exit_code": code, "world_size": s.size(), "step_losses": _step_losses(a.run_dir)}, fh)
+    sys.exit(code)
+
+
+def _step_losses(run_dir):
+    """The per-step training loss curve from TensorBoard (all event files: first run and resumes)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(run_dir, "logs", "training")).Reload()
+    if "combined/step_training_loss" not in acc.Tags()["scalars"]:
+        return []
+    return [[e.step, e.value] for e in acc.Scalars("combined/step_training_loss")]
+
+
+def _latest_weights(trainer):
+    # Compare the weights the run ended with, not the best ones train() reloads at the end.
+    import torch
+
+    from hvd_trainer.checkpoint import load_checkpoint_file
+
+    model = mlp_model(dropout=0.2)
+    state = load_checkpoint_file(os.path.join(trainer.last_save_path, "training_checkpoints", "latest.ckpt"))
+    model.load_state_dict(state["model"])
+    return model
+
+
+if __name__ == "__main__":
+    main()
