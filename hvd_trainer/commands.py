@@ -34,7 +34,8 @@ def add_subcommands(sub) -> None:
     train.add_argument("--experiment-name", default="experiment")
     train.add_argument("--model-name", default="run")
     train.add_argument("--resume", metavar="EXPERIMENT_DIR",
-                       help="Continue the run in EXPERIMENT_DIR, in place (its model config is used).")
+                       help="Continue the run in EXPERIMENT_DIR, in place (its saved model config is used). With "
+                            "--config, a directory that holds no run yet is where a new run starts (batch jobs).")
     train.add_argument("--skip-save-model", action="store_true")
     train.add_argument("--skip-save-progress", action="store_true")
     train.add_argument("--skip-save-log", action="store_true")
@@ -149,6 +150,11 @@ def _resume_config(resume_dir: str, given: Dict[str, Any], overrides) -> Dict[st
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and not os.path.exists(layout.model_hyperparameters_path(args.resume)) and args.config:
+        # Nothing to resume yet (a batch job killed before it saved anything): start the run in
+        # exactly this directory, so that the next --resume finds it.
+        logger.info("Nothing to resume in %s yet; starting a new run there.", args.resume)
+        args.fresh_run_directory, args.resume = args.resume, None
     if args.resume:
         config = _resume_config(args.resume, load_yaml(args.config) if args.config else {}, args.overrides)
     else:
@@ -170,6 +176,8 @@ def train_and_save(config, model_config, trainer_config, strategy, args) -> Dict
 
     if args.resume:
         run_directory = args.resume
+    elif getattr(args, "fresh_run_directory", None):
+        run_directory = args.fresh_run_directory
     else:
         run_directory = strategy.broadcast_object(
             layout.new_run_directory(args.output_directory, args.experiment_name, args.model_name)
