@@ -25,6 +25,7 @@ from hvd_trainer.checkpoint import LATEST, CheckpointManager, atomic_write_bytes
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.data.dataset import Batcher, Dataset
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
+from hvd_trainer.distributed.base import PendingReduce
 from hvd_trainer.errors import CheckpointError, ConfigError, TrainingDivergedError
 from hvd_trainer.lr_scheduler import LRScheduler
 from hvd_trainer.models.base import COMBINED, BaseModel
@@ -259,7 +260,11 @@ class Trainer:
         """
         flags = torch.tensor([float(self._signals.requested),
                               float(self._nonfinite_step + 1) if self._nonfinite_step is not None else 0.0])
-        self._pending_control = self.distributed.allreduce_async(flags, op="max")
+        if self.distributed.size() == 1:
+            # Nothing to agree on; Horovod would still route it through its background thread.
+            self._pending_control = PendingReduce(lambda: flags)
+        else:
+            self._pending_control = self.distributed.allreduce_async(flags, op="max")
 
     def _collect_control(self, session: TrainingSession) -> None:
         flags = self._pending_control.wait()
