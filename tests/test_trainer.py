@@ -66,6 +66,13 @@ def test_remote_trainer_returns_only_on_rank0(ranks):
     assert ranks[1]["remote_result_is_none"] is True
 
 
+def test_batch_size_tuning_agrees_on_every_rank_and_leaves_no_trace(ranks):
+    assert ranks[0]["tuned_batch_size"] == ranks[1]["tuned_batch_size"]
+    assert 1 <= ranks[0]["tuned_batch_size"] <= 48  # capped at 20% of the 240 rows per rank
+    for r in ranks:
+        assert r["tuner_restored_weights"] and r["tuner_optimizer_state_empty"]
+
+
 # ---- one process -----------------------------------------------------------------------------
 
 def _local_trainer(config, **kwargs):
@@ -193,3 +200,41 @@ def test_trainer_follows_warmup_then_linear_decay(tmp_path):
     # 20 steps, 5 of warmup; the value logged at step k is the LR set for the next step (k).
     expected = [0.1 * (k + 1) / 5 if k < 5 else 0.1 * max(0.0, (20 - k) / 15) for k in range(1, 21)]
     assert lrs == pytest.approx(expected, abs=1e-7)
+
+
+def _saturating(b):
+    """A cost curve with a knee: throughput b / (1 + b / 64) gains < 5% per doubling past 1024."""
+    return False, b / (1 + b / 64)
+
+
+def test_tuner_finds_the_knee_of_a_throughput_curve():
+    from hvd_trainer.batch_size_tuner import select_best_batch_size
+
+    best, trials = select_best_batch_size(10**6, _saturating)
+    assert best == 1024
+    assert [b for b, _ in trials] == [2 ** i for i in range(13)]  # two doublings past the knee, then stop
+
+
+def test_tuner_respects_the_cap_and_stops_at_out_of_memory():
+    from hvd_trainer.batch_size_tuner import select_best_batch_size
+
+    assert select_best_batch_size(256, _saturating)[0] == 256
+    oom_at_512 = lambda b: (True, 0.0) if b >= 512 else _saturating(b)  # noqa: E731
+    assert select_best_batch_size(10**6, oom_at_512)[0] == 256
+
+
+def test_tuner_forgives_one_noisy_trial():
+    from hvd_trainer.batch_size_tuner import select_best_batch_size
+
+    noisy = {1: 10, 2: 20, 4: 15, 8: 60, 16: 61, 32: 62}
+    assert select_best_batch_size(32, lambda b: (False, noisy[b]))[0] == 8
+
+
+def test_auto_batch_size_is_tuned_and_recorded_in_progress(tmp_path):
+    train, val, _ = datasets(n_train=320, n_val=32)
+    t = Trainer({"epochs": 1, "batch_size": "auto", "eval_batch_size": "auto"}, mlp_model(), distributed=LocalStrategy(),
+                skip_save_log=True)
+    t.train(train, val, save_path=str(tmp_path))
+    progress = json.load(open(tmp_path / "training_progress.json"))
+    assert progress["batch_size"] == t.batch_size and 1 <= t.batch_size <= 64
+    assert t.eval_batch_size >= 1

@@ -95,6 +95,13 @@ def main(out_dir):
     out = rt.train(train, val, save_path=os.path.join(out_dir, "remote"))
     res["remote_result_is_none"] = out is None
 
+    # 7. batch size tuning: one value everywhere, weights and optimizer state untouched
+    t = Trainer({"batch_size": "auto", "epochs": 1}, mlp_model(seed=4), distributed=s, skip_save_log=True)
+    before = flat_params(t.model)
+    res["tuned_batch_size"] = t.tune_batch_size(train)
+    res["tuner_restored_weights"] = flat_params(t.model) == before
+    res["tuner_optimizer_state_empty"] = len(t.optimizer.state_dict()["state"]) == 0
+
     with open(os.path.join(out_dir, f"rank{r}.json"), "w") as fh:
         json.dump(res, fh)
 
