@@ -321,7 +321,8 @@ class Trainer:
     def _setup_session(self, training_set, validation_set, test_set, save_path) -> TrainingSession:
         if self.is_coordinator():
             os.makedirs(save_path, exist_ok=True)
-        checkpoint = self.distributed.create_checkpoint_handle(self.dist_model, self.optimizer, self.scheduler, scaler=self.scaler)
+        # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
+        checkpoint = self.distributed.create_checkpoint_handle(self.model, self.optimizer, self.scheduler, scaler=self.scaler)
         manager = CheckpointManager(checkpoint, os.path.join(save_path, TRAINING_CHECKPOINTS_DIR), self.distributed)
 
         progress_tracker = None
@@ -374,7 +375,7 @@ class Trainer:
             self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
         else:
             # Horovod: every rank starts from rank 0's weights and optimizer state.
-            self.distributed.sync_model(self.dist_model)
+            self.distributed.sync_model(self.model)
             self.distributed.sync_optimizer(self.optimizer)
         progress_tracker.world_size = self.distributed.size()
 
@@ -720,7 +721,7 @@ class Trainer:
             name="hvd_trainer.resume_state")
         if payload["error"]:
             raise CheckpointError(payload["error"])
-        self.distributed.sync_model(self.dist_model)
+        self.distributed.sync_model(self.model)
         self.distributed.sync_optimizer(self.optimizer)
         self.scheduler.load_state_dict(payload["scheduler"])
         size = self.distributed.size()

@@ -238,3 +238,14 @@ def test_auto_batch_size_is_tuned_and_recorded_in_progress(tmp_path):
     progress = json.load(open(tmp_path / "training_progress.json"))
     assert progress["batch_size"] == t.batch_size and 1 <= t.batch_size <= 64
     assert t.eval_batch_size >= 1
+
+
+def test_compile_trains_and_checkpoints_the_uncompiled_weights(tmp_path):
+    from hvd_trainer.checkpoint import load_checkpoint_file
+
+    train, val, _ = datasets(n_train=128, n_val=32)
+    t = Trainer({"epochs": 2, "batch_size": 32, "compile": True}, mlp_model(), distributed=LocalStrategy(), skip_save_log=True)
+    t.train(train, val, save_path=str(tmp_path))
+    assert t.compiled_model is not t.model
+    saved = load_checkpoint_file(str(tmp_path / "training_checkpoints" / "latest.ckpt"))["model"]
+    assert set(saved) == set(t.model.state_dict())  # no _orig_mod. prefix: loadable without compile
