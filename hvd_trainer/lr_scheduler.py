@@ -18,6 +18,7 @@ import torch
 from hvd_trainer.config import LRSchedulerConfig
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.models.outputs import higher_is_better
+from hvd_trainer.plateau import Plateau, plateau_update
 
 if TYPE_CHECKING:  # only for hints; the scheduler needs nothing from the module at run time
     from hvd_trainer.progress import ProgressTracker
@@ -150,19 +151,16 @@ class LRScheduler:
         if cfg.reduce_on_plateau <= 0 or pt.num_reductions_learning_rate >= cfg.reduce_on_plateau:
             return
         value = self._watched_metric(pt, validation_field)
-        best = pt.best_reduce_learning_rate_eval_metric
-        if _improves(value, best, higher_is_better(cfg.reduce_eval_metric)):
-            pt.best_reduce_learning_rate_eval_metric = value
-            pt.last_reduce_learning_rate_eval_metric_improvement = 0
-        else:
-            pt.last_reduce_learning_rate_eval_metric_improvement += 1
-        pt.last_learning_rate_reduction += 1
-
-        patience = cfg.reduce_on_plateau_patience
-        if pt.last_reduce_learning_rate_eval_metric_improvement >= patience and pt.last_learning_rate_reduction >= patience:
+        state, act = plateau_update(
+            value,
+            Plateau(pt.best_reduce_learning_rate_eval_metric, pt.last_reduce_learning_rate_eval_metric_improvement,
+                    pt.last_learning_rate_reduction),
+            cfg.reduce_on_plateau_patience, higher_is_better(cfg.reduce_eval_metric))
+        (pt.best_reduce_learning_rate_eval_metric, pt.last_reduce_learning_rate_eval_metric_improvement,
+         pt.last_learning_rate_reduction) = state
+        if act:
             self.plateau_factor *= cfg.reduce_on_plateau_rate
             pt.num_reductions_learning_rate += 1
-            pt.last_learning_rate_reduction = 0
             pt.last_learning_rate_reduction_steps = pt.steps
             self._apply()
             logger.info(
@@ -212,10 +210,3 @@ class LRScheduler:
         # The optimizer's own state_dict also holds an lr; overwrite it so both agree.
         self._apply()
 
-
-def _improves(value: float, best: float, higher_better: bool) -> bool:
-    """Whether value beats best. The tracker starts best at +inf ("nothing seen yet", right for
-    lower-is-better metrics), so for higher-is-better metrics +inf also means "no best yet"."""
-    if higher_better:
-        return best == math.inf or value > best
-    return value < best

@@ -30,6 +30,7 @@ from hvd_trainer.errors import CheckpointError, ConfigError, TrainingDivergedErr
 from hvd_trainer.lr_scheduler import LRScheduler
 from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.models.outputs import LOSS, higher_is_better
+from hvd_trainer.plateau import Plateau, improves, plateau_update
 from hvd_trainer.progress import ProgressTracker
 from hvd_trainer.summary import create_summary_writers, format_metrics_table, write_eval_summary, write_step_summary
 
@@ -54,13 +55,6 @@ def scaled_learning_rate(base: float, scaling: str, world_size: int) -> float:
     return base
 
 
-def is_improved(value: float, best: float, metric: str) -> bool:
-    """Whether `value` beats `best` for this metric (NaN never improves)."""
-    if value is None or math.isnan(value):
-        return False
-    return value > best if higher_is_better(metric) else value < best
-
-
 def initial_best(metric: str) -> float:
     return -math.inf if higher_is_better(metric) else math.inf
 
@@ -79,7 +73,10 @@ class TrainingSession:
     test_set: Optional[Dataset]
     total_steps: int
     steps_per_checkpoint: int
+    steps_per_epoch: int
     early_stopping_steps: int
+    #: The step at which the next evaluation and checkpoint happen.
+    next_evaluation: int
     progress_bar: Any = None
     start_time: float = field(default_factory=time.time)
     last_loss: Optional[torch.Tensor] = None
@@ -354,21 +351,16 @@ class Trainer:
             raise DataError(f"The training set {training_set.name} is empty, so there is nothing to train on. "
                             "Check the dataset path and the split configuration.")
         total_steps = self.config.train_steps or self.config.epochs * steps_per_epoch
-        if self.config.steps_per_checkpoint:
-            steps_per_checkpoint = min(self.config.steps_per_checkpoint, steps_per_epoch)
-        elif self.config.checkpoints_per_epoch:
-            steps_per_checkpoint = max(1, steps_per_epoch // self.config.checkpoints_per_epoch)
-        else:
-            steps_per_checkpoint = steps_per_epoch
-        steps_per_checkpoint = min(steps_per_checkpoint, total_steps)
+        steps_per_checkpoint = min(self._steps_per_checkpoint(steps_per_epoch), total_steps)
         self.scheduler.reset(steps_per_checkpoint, total_steps)
 
         writers = create_summary_writers(os.path.join(save_path, "logs"), self.is_coordinator() and not self.skip_save_log)
         session = TrainingSession(
             save_path=save_path, progress_tracker=progress_tracker, batcher=batcher, checkpoint_manager=manager,
             writers=writers, training_set=training_set, validation_set=validation_set, test_set=test_set,
-            total_steps=total_steps, steps_per_checkpoint=steps_per_checkpoint,
+            total_steps=total_steps, steps_per_checkpoint=steps_per_checkpoint, steps_per_epoch=steps_per_epoch,
             early_stopping_steps=steps_per_checkpoint * self.config.early_stop,
+            next_evaluation=(progress_tracker.steps // steps_per_checkpoint + 1) * steps_per_checkpoint,
         )
         if resumed:
             self.resume_weights_and_optimizer(session)
@@ -403,6 +395,8 @@ class Trainer:
         while pt.steps < session.total_steps and not should_stop:
             batcher = session.batcher
             batcher.set_epoch(pt.epoch, pt.batch_size)
+            if batcher.steps_per_epoch != session.steps_per_epoch:
+                self._rescale_schedule(session)
             if pt.epoch_step:
                 batcher.skip(pt.epoch_step)
             else:
@@ -414,9 +408,30 @@ class Trainer:
                 self.callback(lambda c: c.on_epoch_end(self, pt, session.save_path), coordinator_only=False)
             if self.stop_reason is not None:
                 break
-        if self.stop_reason is None and pt.steps % session.steps_per_checkpoint != 0 and not should_stop:
+        if self.stop_reason is None and pt.steps != session.next_evaluation - session.steps_per_checkpoint and not should_stop:
             # The last steps did not end on an evaluation boundary: evaluate and save them too.
             self._evaluate_and_checkpoint(session)
+
+    def _rescale_schedule(self, session: TrainingSession) -> None:
+        """The batch size grew on a plateau: fewer steps per epoch, same number of epochs."""
+        pt, spe = session.progress_tracker, session.batcher.steps_per_epoch
+        if not self.config.train_steps:
+            session.total_steps = pt.steps + (self.config.epochs - pt.epoch) * spe - pt.epoch_step
+        session.steps_per_epoch = spe
+        session.steps_per_checkpoint = min(self._steps_per_checkpoint(spe), max(1, session.total_steps))
+        session.early_stopping_steps = session.steps_per_checkpoint * self.config.early_stop
+        self.scheduler.reset(session.steps_per_checkpoint, session.total_steps)
+        if session.progress_bar is not None:
+            session.progress_bar.total = session.total_steps
+        # Evaluations stay on multiples of the new spacing, counted from here.
+        session.next_evaluation = pt.steps + session.steps_per_checkpoint
+
+    def _steps_per_checkpoint(self, steps_per_epoch: int) -> int:
+        if self.config.steps_per_checkpoint:
+            return min(self.config.steps_per_checkpoint, steps_per_epoch)
+        if self.config.checkpoints_per_epoch:
+            return max(1, steps_per_epoch // self.config.checkpoints_per_epoch)
+        return steps_per_epoch
 
     def _train_loop(self, session: TrainingSession) -> bool:
         """Up to one epoch of batches; returns True when training must stop (early stop)."""
@@ -455,7 +470,8 @@ class Trainer:
             if self.stop_reason is not None:
                 self._save_on_stop(session)
                 return True
-            if pt.steps % session.steps_per_checkpoint == 0:
+            if pt.steps >= session.next_evaluation:
+                session.next_evaluation += session.steps_per_checkpoint
                 if self._evaluate_and_checkpoint(session):
                     return True
         return False
@@ -571,7 +587,7 @@ class Trainer:
                 f"trainer.validation_field/validation_metric is {field_name}/{metric}, but the validation "
                 f"metrics are {available}. Choose a feature and metric from that list."
             )
-        if is_improved(value, pt.best_eval_metric_value, metric):
+        if improves(value, pt.best_eval_metric_value, higher_is_better(metric)):
             previous = pt.best_eval_metric_value
             pt.best_eval_metric_value = value
             pt.best_eval_metric_steps = pt.steps
@@ -647,25 +663,21 @@ class Trainer:
         if value is None:
             raise ConfigError(f"trainer.increase_batch_size_eval_metric {metric!r} on split {split!r} is not among "
                               f"the metrics of {validation_field}; choose one the model reports (e.g. loss).")
-        best = pt.best_increase_batch_size_eval_metric
-        if math.isinf(best) and higher_is_better(metric):
-            best = -math.inf
-        if is_improved(value, best, metric):
-            pt.best_increase_batch_size_eval_metric = value
-            pt.last_increase_batch_size_eval_metric_improvement = 0
-        else:
-            pt.last_increase_batch_size_eval_metric_improvement += 1
-        pt.last_increase_batch_size += 1
-        patience = cfg.increase_batch_size_on_plateau_patience
-        if pt.last_increase_batch_size >= patience and pt.last_increase_batch_size_eval_metric_improvement >= patience:
+        state, act = plateau_update(
+            value,
+            Plateau(pt.best_increase_batch_size_eval_metric, pt.last_increase_batch_size_eval_metric_improvement,
+                    pt.last_increase_batch_size),
+            cfg.increase_batch_size_on_plateau_patience, higher_is_better(metric))
+        (pt.best_increase_batch_size_eval_metric, pt.last_increase_batch_size_eval_metric_improvement,
+         pt.last_increase_batch_size) = state
+        if act:
             old = pt.batch_size
             pt.batch_size = min(int(old * cfg.increase_batch_size_on_plateau_rate), cfg.increase_batch_size_on_plateau_max)
             pt.num_increases_batch_size += 1
-            pt.last_increase_batch_size = 0
             pt.last_increase_batch_size_steps = pt.steps
             if self.is_coordinator():
                 logger.info("Batch size %d -> %d: %s %s has not improved for %d evaluation(s).", old, pt.batch_size,
-                            split, metric, patience)
+                            split, metric, cfg.increase_batch_size_on_plateau_patience)
 
     # ---- resume ---------------------------------------------------------------------------
     @staticmethod

@@ -249,3 +249,18 @@ def test_compile_trains_and_checkpoints_the_uncompiled_weights(tmp_path):
     assert t.compiled_model is not t.model
     saved = load_checkpoint_file(str(tmp_path / "training_checkpoints" / "latest.ckpt"))["model"]
     assert set(saved) == set(t.model.state_dict())  # no _orig_mod. prefix: loadable without compile
+
+
+def test_batch_size_grows_on_a_plateau_and_the_epochs_still_count(tmp_path):
+    train, val, _ = datasets(n_train=128, n_val=32)
+    # learning_rate tiny: the training loss cannot improve, so the plateau rule fires.
+    t = Trainer({"epochs": 4, "batch_size": 16, "learning_rate": 1e-12, "early_stop": -1,
+                 "increase_batch_size_on_plateau": 2, "increase_batch_size_on_plateau_patience": 1,
+                 "increase_batch_size_on_plateau_max": 64}, mlp_model(), distributed=LocalStrategy(), skip_save_log=True)
+    t.train(train, val, save_path=str(tmp_path))
+    pt = t.last_progress_tracker
+    assert pt.num_increases_batch_size == 2 and pt.batch_size == 64
+    assert pt.epoch == 4
+    # epochs 1-2 at batch 16 (the first evaluation only sets the best), then 32, then 64
+    assert pt.steps == 8 + 8 + 4 + 2
+    assert pt.checkpoint_to_step == {"1": 8, "2": 16, "3": 20, "4": 22}

@@ -1,0 +1,41 @@
+"""Plateau decisions as pure functions, shared by reduce-LR-on-plateau, increase-batch-size-on-
+plateau and best-model tracking. Every rank computes them on the same synchronised metrics, so
+they agree without a collective."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+
+def improves(value: Optional[float], best: float, higher_better: bool) -> bool:
+    """Whether value beats best. NaN never improves. The progress tracker starts plateau bests
+    at +inf ("nothing seen yet", right for lower-is-better metrics), so for higher-is-better
+    metrics +inf also means "no best yet"."""
+    if value is None or math.isnan(value):
+        return False
+    if higher_better:
+        return best == math.inf or value > best
+    return value < best
+
+
+class Plateau(NamedTuple):
+    """The counters Ludwig keeps per plateau rule (stored in the progress tracker)."""
+
+    best: float
+    evals_since_improvement: int
+    evals_since_action: int
+
+
+def plateau_update(value: float, state: Plateau, patience: int, higher_better: bool) -> Tuple[Plateau, bool]:
+    """Fold one evaluation in; True means act now (reduce the LR, grow the batch).
+
+    Ludwig's rule: act once `patience` evaluations have passed both without improvement and
+    since the last action, so actions are spaced at least `patience` evaluations apart.
+    """
+    if improves(value, state.best, higher_better):
+        best, since_improvement = value, 0
+    else:
+        best, since_improvement = state.best, state.evals_since_improvement + 1
+    since_action = state.evals_since_action + 1
+    act = since_improvement >= patience and since_action >= patience
+    return Plateau(best, since_improvement, 0 if act else since_action), act
