@@ -113,8 +113,11 @@ def load_checkpoint_file(path: str, device: Optional[str] = "cpu") -> Dict[str, 
 class Checkpoint:
     """Model, optimizer, scheduler and extra state, saved and restored as one file.
 
-    Only local rank 0 writes (on a shared filesystem several hosts' local rank 0 may write the
-    same content; the rename makes the last one win cleanly). Every rank can read.
+    Only rank 0 writes. Ludwig lets every host's local rank 0 write, so that each host has a
+    copy; on a shared filesystem those writers race on the same files (a 40-epoch run on the
+    compose cluster lost previous.ckpt that way). hvd_trainer's resume never needs a copy on
+    the other hosts: rank 0 reads the checkpoint and broadcasts weights, optimizer, scheduler
+    and RNG states to every rank.
     """
 
     def __init__(self, distributed, model: torch.nn.Module, optimizer=None, scheduler=None, **extra):
@@ -136,8 +139,8 @@ class Checkpoint:
         return state
 
     def save(self, path: str, **meta) -> None:
-        """Write this rank's view of the state (local rank 0 only)."""
-        if self.distributed is not None and self.distributed.local_rank() != 0:
+        """Write the state (rank 0 only; the others return at once)."""
+        if self.distributed is not None and not self.distributed.is_coordinator():
             return
         state = self.state_dict(**meta)
         atomic_write_bytes(path, lambda fh: torch.save(state, fh))
@@ -209,9 +212,9 @@ class CheckpointManager:
         return states
 
     def save(self, **meta) -> None:
-        """Replace latest.ckpt (all ranks call; local rank 0 writes)."""
+        """Replace latest.ckpt (all ranks call, for the RNG gather; rank 0 writes)."""
         rng = self._gathered_rng()
-        if self.distributed is not None and self.distributed.local_rank() != 0:
+        if self.distributed is not None and not self.distributed.is_coordinator():
             return
         os.makedirs(self.directory, exist_ok=True)
         if os.path.exists(self.latest_path):
@@ -227,7 +230,7 @@ class CheckpointManager:
         self.checkpoint.save(self.latest_path, rng_states=rng, **meta)
 
     def save_best(self, **meta) -> None:
-        """Write best.ckpt (model, optimizer, scheduler); called on every rank, rank-local-0 writes."""
+        """Write best.ckpt (model, optimizer, scheduler); called on every rank, rank 0 writes."""
         self.checkpoint.save(self.best_path, **meta)
 
     def read_latest(self, device: Optional[str] = "cpu") -> Dict[str, Any]:

@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="Report what every rank sees and check the Horovod build.")
     doctor.add_argument("--strategy", default="auto", choices=("auto", "horovod", "local"))
+    doctor.add_argument("--hosts", metavar="H1:N,H2:N",
+                        help="Pre-flight check of a multi-host launch (names, interfaces, ssh) instead of the rank report.")
+    doctor.add_argument("--network-interface", help="With --hosts: the interface(s) horovodrun will be told to use.")
+    doctor.add_argument("--ssh-port", type=int, help="With --hosts: the ssh port horovodrun will use.")
+    doctor.add_argument("--ssh-identity-file", help="With --hosts: the ssh key horovodrun will use.")
 
     from hvd_trainer import commands
 
@@ -48,6 +53,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     setup_logging(args.log_level, detect_launcher().rank or 0)
     try:
+        if args.command == "doctor" and args.hosts:
+            from hvd_trainer.doctor import run_preflight
+
+            code, text = run_preflight(args.hosts, args.network_interface, args.ssh_port, args.ssh_identity_file)
+            print(text, flush=True)
+            return code
         if args.command == "doctor":
             from hvd_trainer.doctor import run_doctor
 

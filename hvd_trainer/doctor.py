@@ -73,6 +73,7 @@ def collect_rank_info(strategy) -> Dict[str, Any]:
         size=strategy.size(),
         local_rank=strategy.local_rank(),
         local_size=strategy.local_size(),
+        cross_rank=strategy.cross_rank() if hasattr(strategy, "cross_rank") else 0,
         controller=strategy.controller() if hasattr(strategy, "controller") else "none",
         host=socket.gethostname(),
         threads=torch.get_num_threads(),
@@ -120,7 +121,7 @@ def format_table(infos: List[Dict[str, Any]]) -> str:
         lines.append(f"  {'slurm':<12} job {s['SLURM_JOB_ID']}, {s['SLURM_JOB_NUM_NODES']} node(s), "
                      f"{s['SLURM_NTASKS']} task(s), {s['SLURM_NTASKS_PER_NODE']} per node ({s['SLURM_JOB_NODELIST']})")
     lines.append("")
-    header = ("rank", "size", "local_rank", "local_size", "host", "threads", "cuda")
+    header = ("rank", "size", "local_rank", "local_size", "cross_rank", "host", "threads", "cuda")
     rows = [tuple(str(i[h]) for h in header) for i in infos]
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -147,3 +148,15 @@ def run_doctor(strategy_name: str = "auto") -> Tuple[int, str]:
         text += "\n\nProblems:\n" + "\n".join(f"  - {p}" for p in problems)
         return 1, text
     return 0, text + "\n\nAll ranks OK."
+
+
+def run_preflight(hosts: str, network_interface: Optional[str] = None, ssh_port: Optional[int] = None,
+                  ssh_identity_file: Optional[str] = None) -> Tuple[int, str]:
+    """`doctor --hosts`: check a multi-host launch before horovodrun tries it."""
+    from hvd_trainer.preflight import check_hosts, parse_hosts
+
+    names = parse_hosts(hosts)
+    problems = check_hosts(names, network_interface, ssh_port=ssh_port, ssh_identity_file=ssh_identity_file)
+    if problems:
+        return 1, "hvd_trainer doctor --hosts: problems found:\n" + "\n".join(f"  - {p}" for p in problems)
+    return 0, f"hvd_trainer doctor --hosts: {', '.join(names)} look ready for horovodrun."

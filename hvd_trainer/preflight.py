@@ -32,6 +32,8 @@ _HOST_ITEM = re.compile(r"^([\w.-]+):([0-9]+)$")
 # Lines the remote probe prints start with this marker, so that anything a login shell prints
 # (a banner from ~/.bashrc) cannot be mistaken for an answer.
 _MARK = "@@hvd_trainer"
+# Interface names as the kernel allows them; anything else is never put into a remote command.
+_IFACE_NAME = re.compile(r"^[\w.:@-]{1,15}$")
 
 
 def parse_host_slots(spec: str) -> List[Tuple[str, int]]:
@@ -147,8 +149,8 @@ def _remote_probe_command(interfaces: Sequence[str]) -> str:
         f'for a in $(getent ahosts "$h" 2>/dev/null | cut -d" " -f1 | sort -u); do echo "{_MARK} self $a"; done',
     ]
     for iface in interfaces:
-        q = shlex.quote(iface)
-        parts.append(f'[ -e /sys/class/net/{q} ] || echo "{_MARK} noiface {iface}"')
+        if _IFACE_NAME.match(iface):
+            parts.append(f'[ -e /sys/class/net/{shlex.quote(iface)} ] || echo "{_MARK} noiface {iface}"')
     parts.append(f'echo "{_MARK} done"')
     return "; ".join(parts)
 
@@ -222,6 +224,11 @@ def check_hosts(
     # 1. Names resolve, and (several hosts) not to loopback.
     facts = [_HostFacts(name) for name in names]
     for f in facts:
+        if not f.name or f.name.startswith("-") or any(c.isspace() for c in f.name):
+            # Never hand ssh something it would read as an option.
+            f.resolve_error = "not a host name"
+            problems.append(f"{f.name!r} is not a host name; list machines as NAME:SLOTS, e.g. h1:2,h2:2.")
+            continue
         f.addresses, f.resolve_error = _resolve(f.name)
         if f.resolve_error is not None:
             problems.append(

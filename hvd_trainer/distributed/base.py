@@ -138,7 +138,7 @@ class DistributedStrategy(abc.ABC):
         return True
 
     def create_checkpoint_handle(self, model, optimizer=None, scheduler=None, **extra):
-        """A Checkpoint of these objects that only local rank 0 writes."""
+        """A Checkpoint of these objects that only rank 0 writes (see Checkpoint for why not local rank 0)."""
         from hvd_trainer.checkpoint import Checkpoint
 
         return Checkpoint(self, model, optimizer, scheduler, **extra)
