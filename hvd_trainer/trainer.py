@@ -77,6 +77,7 @@ class TrainingSession:
     early_stopping_steps: int
     #: The step at which the next evaluation and checkpoint happen.
     next_evaluation: int
+    has_validation: bool
     progress_bar: Any = None
     start_time: float = field(default_factory=time.time)
     last_loss: Optional[torch.Tensor] = None
@@ -361,6 +362,8 @@ class Trainer:
             total_steps=total_steps, steps_per_checkpoint=steps_per_checkpoint, steps_per_epoch=steps_per_epoch,
             early_stopping_steps=steps_per_checkpoint * self.config.early_stop,
             next_evaluation=(progress_tracker.steps // steps_per_checkpoint + 1) * steps_per_checkpoint,
+            # Rows over all ranks: one rank's shard may be empty while another's is not.
+            has_validation=validation_set is not None and validation_set.global_size(self.distributed) > 0,
         )
         if resumed:
             self.resume_weights_and_optimizer(session)
@@ -381,7 +384,8 @@ class Trainer:
 
             session.progress_bar = tqdm(total=total_steps, initial=progress_tracker.steps, desc="Training",
                                         unit="step", file=sys.stderr, dynamic_ncols=True,
-                                        disable=None if sys.stderr.isatty() else False, mininterval=0.5)
+                                        # In a log file (a batch job's output), a line every 30 s.
+                                        mininterval=0.5 if sys.stderr.isatty() else 30)
         return session
 
     def get_new_progress_tracker(self) -> ProgressTracker:
@@ -548,7 +552,7 @@ class Trainer:
                         time.time() - start, format_metrics_table(tables))
         self._check_weights_finite(session)
 
-        if session.validation_set is not None and len(session.validation_set) and not self.config.skip_all_evaluation:
+        if session.has_validation and not self.config.skip_all_evaluation:
             should_break = self.check_progress_on_validation(session)
         else:
             # No validation set: the newest model is the best one.
