@@ -130,7 +130,9 @@ for i in $(seq 150); do
     state=$(sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n1 || true)
     case $state in
         idle | mixed | allocated) break ;;
-        down* | drain* | fail*) ((i % 10 == 0)) && scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
+        down* | drain* | fail*)
+            if ((i % 10 == 0)); then scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true; fi
+            ;;
     esac
     running slurmctld "$CONF" || fail "slurmctld exited; see $HOME_DIR/log/slurmctld.log."
     running slurmd "$CONF" || fail "slurmd exited; see $HOME_DIR/log/slurmd.log."

@@ -3,14 +3,18 @@
 It tests the batch script's signal/requeue protocol (slurm/train.sbatch), not the trainer: the
 script starts it exactly as it starts the trainer (HVD_TRAINER_CMD="python requeue_standin.py",
 then `train --config C --dataset D --output-directory O --experiment-name E --model-name M
-[--resume O/E_M] [extra args]`), under srun, mpirun or horovodrun. Tests with the real trainer
-on the digits example are to follow once `train` exists.
+--resume O/E_M [extra args]`), under srun, mpirun or horovodrun. tests/test_slurm.py uses the
+real trainer (the digits example) for the protocol; this stand-in is only for the tests that need
+a trainer that misbehaves on purpose: one that fails at once, or one that never finishes and keeps
+asking to be requeued (the requeue cap).
 
-Contract followed:
-  first start: wait for SIGUSR1/SIGTERM, then rank 0 writes a "checkpoint" in the Ludwig layout
+Contract followed (the CLI's):
+  first start: --resume R with --config, where R holds no checkpoint yet (or no --resume): wait
+               for SIGUSR1/SIGTERM, then rank 0 writes a "checkpoint" in the Ludwig layout
                (O/E_M/model/training_progress.json, .../training_checkpoints/latest.ckpt), and
                every rank exits 75 (saved, requeue me);
-  --resume R:  finds the checkpoint in R and exits 0 (finished); exits 2 when it is missing;
+  --resume R:  with a checkpoint in R: exits 0 (finished). R must be O/E_M, else exit 2 (a
+               check on the batch script; the CLI itself accepts any run directory);
   bad input:   exits 2 (config or dataset not found).
 Test-only arguments: --standin-exit N exits N at once (a failing trainer);
 --standin-never-finish keeps asking to be requeued even when resuming (for the requeue cap).
@@ -111,11 +115,13 @@ def main(argv=None) -> int:
         record("exit", code=args.standin_exit)
         return args.standin_exit
     if args.resume:
-        if os.path.abspath(args.resume) != os.path.abspath(run_dir) or not (os.path.exists(progress) and os.path.exists(ckpt)):
-            print(f"requeue_standin: error: no checkpoint to resume in {args.resume}.", file=sys.stderr, flush=True)
+        if os.path.abspath(args.resume) != os.path.abspath(run_dir):
+            print(f"requeue_standin: error: --resume {args.resume} is not {run_dir}.", file=sys.stderr, flush=True)
             record("exit", code=EX_USAGE)
             return EX_USAGE
-        if not args.standin_never_finish:
+        # Like the CLI: with --config, a run directory that holds nothing yet is a first start.
+        resumed = os.path.exists(progress) and os.path.exists(ckpt)
+        if resumed and not args.standin_never_finish:
             print(f"requeue_standin: rank {rank}: resumed from {args.resume}, finished.", flush=True)
             record("exit", code=0)
             return 0
