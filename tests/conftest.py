@@ -19,6 +19,8 @@ def launch_env(extra: Optional[dict] = None) -> dict:
         OMPI_ALLOW_RUN_AS_ROOT="1",
         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
         OMPI_MCA_rmaps_base_oversubscribe="1",
+        # Ranks share 2 cores with Horovod's busy-polling background threads: yield when idle.
+        OMPI_MCA_mpi_yield_when_idle="1",
         PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
     )
