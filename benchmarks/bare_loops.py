@@ -1,0 +1,102 @@
+"""The limits hvd_trainer is measured against: hand-written training loops with nothing extra.
+
+    horovod  the canonical Horovod PyTorch loop (horovod/examples/pytorch/pytorch_mnist.py):
+             init -> set_num_threads -> LR x size -> broadcast -> DistributedOptimizer; each rank
+             holds all rows as one tensor and takes its round-robin share of each epoch's
+             permutation; validation each epoch and test at the end, averaged by allreduce.
+             Run under horovodrun (np=1 or 2).
+    torch    the same loop in one process with plain PyTorch (no Horovod imported).
+
+Both read the task's Parquet files and z-score them, so their wall time covers import, data
+load and preprocessing like every other contender's. Training time excludes evaluation.
+
+usage: horovodrun -np 2 python benchmarks/bare_loops.py --kind horovod --task DIR/task.json
+       python benchmarks/bare_loops.py --kind torch --task DIR/task.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+T_PROCESS = time.time()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import task as bench  # noqa: E402
+
+
+def run(kind: str, task_path: str) -> None:
+    import torch
+
+    task = bench.load_task(task_path)
+    if kind == "horovod":
+        import horovod.torch as hvd
+
+        hvd.init()
+        rank, size = hvd.rank(), hvd.size()
+        if "OMP_NUM_THREADS" not in os.environ:
+            # Horovod: ranks on one host share its cores (what HorovodStrategy does too).
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // hvd.local_size()))
+    else:
+        hvd, rank, size = None, 0, 1
+    bench.report_rss_at_exit(lambda: rank)
+
+    t_data = time.time()
+    arrays = bench.load_arrays(task)
+    x, y = (torch.from_numpy(a) for a in arrays["training"])
+    x_val, y_val = (torch.from_numpy(a[rank::size]) for a in arrays["validation"])
+    x_test, y_test = (torch.from_numpy(a[rank::size]) for a in arrays["test"])
+    data_s = time.time() - t_data
+
+    model = bench.build_mlp(task)
+    optimizer = torch.optim.Adam(model.parameters(), lr=task["learning_rate"] * size)
+    if hvd is not None:
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+
+    def accuracy(xs, ys):
+        correct, loss, n = bench.count_correct(model, xs, ys, task["eval_batch_size"])
+        totals = torch.tensor([correct, loss, float(n)], dtype=torch.float64)
+        if hvd is not None:
+            totals = hvd.allreduce(totals, op=hvd.Sum, name="eval_totals")
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    batch, n = task["batch_size"], len(y)
+    steps, eval_s, val_acc, epoch_train_s = 0, 0.0, None, []
+    t_first_step = time.time()
+    for epoch in range(task["epochs"]):
+        t_epoch = time.time()
+        order = torch.from_numpy(bench.epoch_order(n, task["seed"], epoch, rank, size))
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        t_eval = time.time()
+        epoch_train_s.append(t_eval - t_epoch)
+        val_acc, _ = accuracy(x_val, y_val)
+        eval_s += time.time() - t_eval
+    loop_s = time.time() - t_first_step
+    test_acc, test_loss = accuracy(x_test, y_test)
+    if rank == 0:
+        bench.emit_result({
+            "t_process_start": T_PROCESS, "t_first_step": t_first_step, "data_s": data_s, "loop_s": loop_s,
+            "eval_s": eval_s, "train_s": loop_s - eval_s, "epoch_train_s": epoch_train_s, "steps_per_rank": steps,
+            "world_size": size,
+            "train_rows": n, "epochs": task["epochs"], "validation_accuracy": val_acc, "test_accuracy": test_acc,
+            "test_loss": test_loss, "threads": torch.get_num_threads(),
+        })
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kind", choices=("horovod", "torch"), required=True)
+    p.add_argument("--task", required=True, help="task.json written by benchmarks/task.py")
+    a = p.parse_args()
+    run(a.kind, a.task)
+
+
+if __name__ == "__main__":
+    main()
