@@ -41,6 +41,8 @@ TRAINING_CHECKPOINTS_DIR = "training_checkpoints"
 MODEL_WEIGHTS_FILE = "model_weights"
 LOGS_DIR = "logs"
 
+NONFINITE_BASE = float(2**40)
+
 #: Without a GPU, batch size tuning stops here: beyond it CPU throughput no longer improves
 #: and memory, not speed, becomes the limit (Ludwig uses the same cap).
 MAX_CPU_BATCH_SIZE = 128
@@ -146,6 +148,7 @@ class Trainer:
         self._signals = signals.StopSignals()
         self._nonfinite_step: Optional[int] = None
         self._pending_control = None
+        self._optimizer_steps = 0
         self._resume_state: Optional[Dict[str, Any]] = None
         self.last_progress_tracker: Optional[ProgressTracker] = None
         self.last_save_path: Optional[str] = None
@@ -155,6 +158,11 @@ class Trainer:
     def prepare(self) -> None:
         self.dist_model, self.optimizer = self.distributed.prepare(self.compiled_model, self.config, self.base_learning_rate)
         self.scheduler = LRScheduler(self.config.learning_rate_scheduler, self.optimizer, base_lr=self.base_learning_rate)
+        # Looked up once: walking the modules for them every step costs ~0.1 ms on a small MLP.
+        self._trainable_parameters = [p for p in self.dist_model.parameters() if p.requires_grad]
+        clipping = self.config.gradient_clipping
+        self._clipping_on = self.distributed.allow_clip_gradients() and any(
+            (clipping.clipglobalnorm, clipping.clipnorm, clipping.clipvalue))
 
     @property
     def validation_field(self) -> str:
@@ -225,8 +233,8 @@ class Trainer:
         self.distributed.wait_optimizer_synced(self.optimizer)
         if self.use_amp:
             self.scaler.unscale_(self.optimizer)
-        if self.distributed.allow_clip_gradients():
-            self.clip_grads([p for p in self.dist_model.parameters() if p.requires_grad])
+        if self._clipping_on:
+            self.clip_grads(self._trainable_parameters)
         with self.distributed.prepare_optimizer_update(self.optimizer):
             if self.use_amp:
                 self.scaler.step(self.optimizer)
@@ -250,14 +258,24 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(variables, clipping.clipvalue)
 
     # ---- agreement between ranks ------------------------------------------------------------
-    def _submit_control(self) -> None:
-        """Start the step's control allreduce: [stop request, first non-finite step + 1].
+    #: Ranks agree on stop requests and NaN losses every this many optimizer steps, and on the
+    #: step before each evaluation. An extra collective costs Horovod a negotiation cycle
+    #: (measured: 7.0 -> 11.6 ms per step for a small MLP at np=2 when done every step); every
+    #: 20 steps it costs a few percent, and a signal or a NaN is acted on at most 20 steps
+    #: later, at the same step on every rank.
+    CONTROL_EVERY_STEPS = 20
 
-        Submitted before the forward pass so that Horovod fuses it with this step's gradient
-        reductions; read after the step. Every rank submits exactly one per batch.
+    def _submit_control(self) -> None:
+        """Start a control allreduce: [stop request, first non-finite step + 1].
+
+        Submitted before the forward pass and read after the step, so that it can overlap
+        with the step's work. Every rank submits one at the same optimizer steps.
         """
+        # One max-reduction carries both: the strongest stop request, and the earliest NaN step
+        # of any rank (encoded as NONFINITE_BASE - step, so the earliest is the largest).
         flags = torch.tensor([float(self._signals.requested),
-                              float(self._nonfinite_step + 1) if self._nonfinite_step is not None else 0.0])
+                              NONFINITE_BASE - self._nonfinite_step if self._nonfinite_step is not None else 0.0],
+                             dtype=torch.float64)
         if self.distributed.size() == 1:
             # Nothing to agree on; Horovod would still route it through its background thread.
             self._pending_control = PendingReduce(lambda: flags)
@@ -270,7 +288,7 @@ class Trainer:
         stop, nonfinite = int(flags[0].item()), int(flags[1].item())
         if nonfinite:
             raise TrainingDivergedError(
-                f"The training loss became NaN or infinite at step {nonfinite - 1} (epoch "
+                f"The training loss became NaN or infinite at step {NONFINITE_BASE - nonfinite} (epoch "
                 f"{session.progress_tracker.epoch}) on at least one rank, so every rank stops here. "
                 "Lower trainer.learning_rate, keep trainer.gradient_clipping.clipglobalnorm set, and "
                 "check the data for NaN or extreme values." + self._last_good_checkpoint_hint(session)
@@ -450,10 +468,15 @@ class Trainer:
             inputs = self.model.input_tensors(batch, self.device)
             targets = self.model.target_tensors(batch, self.device)
 
-            if should_step:
+            # Also agree on the step before an evaluation or the end, so that nothing is evaluated
+            # or saved after a NaN, and a late signal is not lost.
+            agree = should_step and (self._optimizer_steps % self.CONTROL_EVERY_STEPS == 0
+                                     or pt.steps + 1 >= min(session.next_evaluation, session.total_steps))
+            if agree:
                 self._submit_control()
             loss, all_losses = self.train_step(inputs, targets, should_step=should_step)
             if should_step:
+                self._optimizer_steps += 1
                 self.scheduler.step()
             pt.steps += 1
             pt.epoch_step += 1
@@ -463,7 +486,7 @@ class Trainer:
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value) and self._nonfinite_step is None:
                 self._nonfinite_step = pt.steps
-            if should_step:
+            if agree:
                 self._collect_control(session)
             session.last_loss, session.last_losses = loss, all_losses
             if self.is_coordinator():
