@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 NP ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast test-cluster bench clean
+.PHONY: setup demo test test-fast test-cluster bench bench-peers clean
+BENCH_ARGS ?=
 
 setup:
 	@bash scripts/setup.sh
@@ -24,8 +25,14 @@ test-fast: setup
 test-cluster: setup
 	$(PY) -m pytest tests -m "slurm or multihost or docker" $(PYTEST_ARGS)
 
+# hvd_trainer side by side with bare Horovod/PyTorch loops and (after `make bench-peers`) Lightning;
+# writes benchmarks/results/bench.{json,md,png}. BENCH_ARGS=--quick: a 1-2 minute smoke run.
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# PyTorch Lightning for `make bench`, in benchmarks/.venv-peers (shares .venv's torch).
+bench-peers: setup
+	@bash scripts/bench_peers.sh
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache benchmarks/.venv-peers benchmarks/.data benchmarks/.work

@@ -145,6 +145,8 @@ class DistributedStrategy(abc.ABC):
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when flag is True on at least one rank (one collective)."""
+        if self.size() == 1:
+            return bool(flag)
         return bool(self.allreduce(torch.tensor([1.0 if flag else 0.0]), op="max").item() > 0)
 
     @classmethod

@@ -147,6 +147,8 @@ class HorovodStrategy(DistributedStrategy):
 
     def broadcast_object(self, obj: Any, name: str) -> Any:
         check_object_name(name)
+        if self.size() == 1:
+            return obj  # Horovod would still pickle it and wait for its background thread
         return self._hvd.broadcast_object(obj, root_rank=0, name=name)
 
     def allgather_object(self, obj: Any, name: str) -> List[Any]:
@@ -193,12 +195,15 @@ class HorovodStrategy(DistributedStrategy):
 
     def sync_model(self, model: torch.nn.Module) -> None:
         # Horovod: every rank starts from rank 0's weights (and buffers, e.g. batch-norm stats).
-        self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        if self.size() > 1:
+            self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
     def sync_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         # Rank 0's whole state dict is sent as one object rather than through
         # hvd.broadcast_optimizer_state, which fills an empty state by running a zero-gradient
         # step(): that moves weights under weight decay and advances Adam's step counter.
+        if self.size() == 1:
+            return
         state = self.broadcast_object(optimizer.state_dict() if self.rank() == 0 else None,
                                       name="hvd_trainer.optimizer_state")
         if self.rank() != 0:
