@@ -11,12 +11,12 @@ import copy
 import json
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from hvd_trainer import run_dir as layout
 from hvd_trainer.config import DistributedConfig, TrainerConfig, load_yaml
-from hvd_trainer.config_schema import set_dotted, to_dict
-from hvd_trainer.errors import ConfigError, HvdTrainerError
+from hvd_trainer.config_schema import set_dotted
+from hvd_trainer.errors import ConfigError
 from hvd_trainer.signals import EXIT_REQUEUE, exit_code_for
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,6 @@ def _load_trained(model_path: str, strategy_config: Optional[Dict[str, Any]] = N
     """(config, model_config, metadata, model with the trained weights, strategy)."""
     import torch
 
-    from hvd_trainer.checkpoint import load_checkpoint_file
     from hvd_trainer.data.preprocessing import load_metadata
     from hvd_trainer.errors import CheckpointError
     from hvd_trainer.models.config import ModelConfig
