@@ -177,19 +177,25 @@ def describe(record: Dict[str, Any]) -> str:
 
 
 # ---- side runs: checkpoint bench and profile ----------------------------------------------------
+def _run_json_tool(name: str, cmd, out: str, env, timeout: int) -> Dict[str, Any]:
+    """Run a side measurement that writes its result to `out`; {"error": ...} if it fails."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{name} took over {timeout} s"}
+    if proc.returncode != 0 or not os.path.exists(out):
+        return {"error": (proc.stdout + proc.stderr)[-2000:]}
+    with open(out) as fh:
+        return json.load(fh)
+
+
 def run_checkpoint_bench(env, repeats: int, timeout: int) -> Dict[str, Any]:
     out = os.path.join(WORK_DIR, "checkpoint_bench.json")
     cmd = [sys.executable, os.path.join(HERE, "checkpoint_bench.py"), "--repeats", str(repeats), "--json", out,
            "--dir", WORK_DIR]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"checkpoint_bench.py took over {timeout} s"}
-    if proc.returncode != 0 or not os.path.exists(out):
-        return {"error": (proc.stdout + proc.stderr)[-2000:]}
-    with open(out) as fh:
-        result = json.load(fh)
-    result["repeats"] = repeats
+    result = _run_json_tool("checkpoint_bench.py", cmd, out, env, timeout)
+    if "error" not in result:
+        result["repeats"] = repeats
     return result
 
 
@@ -198,14 +204,7 @@ def run_profile(task: Dict[str, Any], env, epochs: int, timeout: int) -> Dict[st
     task_json = os.path.join(os.path.dirname(task["paths"]["training"]), "task.json")
     cmd = horovodrun_cmd(1, [os.path.join(HERE, "profile_step.py"), "--task", task_json, "--epochs", str(epochs),
                              "--json", out])
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"profile_step.py took over {timeout} s"}
-    if proc.returncode != 0 or not os.path.exists(out):
-        return {"error": (proc.stdout + proc.stderr)[-2000:]}
-    with open(out) as fh:
-        return json.load(fh)
+    return _run_json_tool("profile_step.py", cmd, out, env, timeout)
 
 
 # ---- the machine ---------------------------------------------------------------------------------
