@@ -41,16 +41,27 @@ def launcher_command(launcher: str, np: int) -> List[str]:
     raise ValueError(launcher)
 
 
-def run_job(cmd: List[str], timeout: float = 180, env: Optional[dict] = None, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
-    """Run cmd in its own process group; on timeout kill the whole group (no stray ranks)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+def start_job(cmd: List[str], env: Optional[dict] = None, cwd: Optional[str] = None) -> subprocess.Popen:
+    """Start cmd in its own process group, so that finish_job can kill every rank it started."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=launch_env(env), cwd=cwd or REPO, start_new_session=True)
+
+
+def finish_job(proc: subprocess.Popen, timeout: float, what: str) -> str:
+    """Its output; on timeout kill the whole process group (no stray ranks) and fail the test."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"Job timed out after {timeout}s: {' '.join(cmd)}\n{out[-4000:]}")
+        pytest.fail(f"Timed out after {timeout:.0f} s: {what}\n{out[-4000:]}")
+    return out
+
+
+def run_job(cmd: List[str], timeout: float = 180, env: Optional[dict] = None, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run cmd to the end (see start_job / finish_job)."""
+    proc = start_job(cmd, env, cwd)
+    out = finish_job(proc, timeout, " ".join(cmd))
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from typing import Dict, List, Optional
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, finish_job
 
 pytestmark = pytest.mark.docker
 
@@ -45,12 +44,7 @@ def run(cmd: List[str], timeout: float, env: Optional[Dict[str, str]] = None, cw
     full_env.update(env or {})
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
                             cwd=cwd or REPO, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"Timed out after {timeout:.0f} s: {' '.join(cmd)}\n{out[-4000:]}")
+    out = finish_job(proc, timeout, " ".join(cmd))
     if check and proc.returncode != 0:
         pytest.fail(f"Failed ({proc.returncode}): {' '.join(cmd)}\n{out[-4000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import WORKERS, launch_env, launcher_command, require_horovod, run_job
+from conftest import WORKERS, finish_job, launch_env, launcher_command, require_horovod, run_job, start_job
 from workers.synthetic import datasets, mlp_model
 
 from hvd_trainer.checkpoint import CheckpointManager, Checkpoint, load_checkpoint_file
@@ -65,29 +65,14 @@ def _wait_for_steps(run_dir, steps, proc, timeout=120):
     pytest.fail(f"training did not reach step {steps}")
 
 
-def _start(cmd):
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=launch_env(),
-                            start_new_session=True)
-
-
-def _finish(proc, timeout):
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"the job did not end within {timeout}s:\n{out[-4000:]}")
-    return out
-
-
 def test_kill_9_of_one_rank_ends_the_job_and_the_resume_matches(straight_run, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(_cmd("gloo", 2, tmp_path, run_dir, 6, "--tag", "K", "--slow", "0.05"))
+    proc = start_job(_cmd("gloo", 2, tmp_path, run_dir, 6, "--tag", "K", "--slow", "0.05"))
     _wait_for_steps(run_dir, 21, proc)
     victim = int(open(tmp_path / "K.pid1").read())
     os.kill(victim, signal.SIGKILL)
     start = time.time()
-    _finish(proc, timeout=60)
+    finish_job(proc, 60, "the job after the signal")
     assert time.time() - start < 60
     assert proc.returncode != 0
     resumed = run_job(_cmd("gloo", 2, tmp_path, run_dir, 6, "--resume", "--tag", "K2"), timeout=300)
@@ -101,10 +86,10 @@ def test_kill_9_of_one_rank_ends_the_job_and_the_resume_matches(straight_run, tm
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path, sig, reason, code):
     require_horovod()
     run_dir = tmp_path / "run"
-    proc = _start(_cmd("gloo", 2, tmp_path, run_dir, 6, "--tag", "S", "--slow", "0.05"))
+    proc = start_job(_cmd("gloo", 2, tmp_path, run_dir, 6, "--tag", "S", "--slow", "0.05"))
     _wait_for_steps(run_dir, 8, proc)
     os.kill(int(open(tmp_path / "S.pid1").read()), sig)
-    _finish(proc, timeout=60)
+    finish_job(proc, 60, "the job after the signal")
     ranks = _ranks(tmp_path, "S")
     assert ranks[0]["stop_reason"] == ranks[1]["stop_reason"] == reason
     assert ranks[0]["steps"] == ranks[1]["steps"] < 90
