@@ -221,7 +221,7 @@ class Trainer:
         with autocast, self.distributed.prepare_model_update(self.dist_model, should_step=should_step):
             outputs = self.dist_model(inputs)
             loss, all_losses = self.model.train_loss(targets, outputs, reg_type, reg_lambda)
-            scaled = loss / self.gradient_accumulation_steps
+            scaled = loss / self.gradient_accumulation_steps if self.gradient_accumulation_steps > 1 else loss
         if self.use_amp:
             self.scaler.scale(scaled).backward()
         else:
@@ -456,17 +456,27 @@ class Trainer:
         return steps_per_epoch
 
     def _train_loop(self, session: TrainingSession) -> bool:
-        """Up to one epoch of batches; returns True when training must stop (early stop)."""
+        """Up to one epoch of batches; returns True when training must stop (early stop).
+
+        This is the hot path: at a small model's ~1 ms per step, every attribute lookup and
+        callback dispatch shows up in the benchmarks, so per-step invariants are hoisted.
+        """
         pt, batcher = session.progress_tracker, session.batcher
+        model, device, callbacks = self.model, self.device, bool(self.callbacks)
+        accumulation = self.gradient_accumulation_steps
+        writer = session.writers["training"]
+        progress_bar = session.progress_bar
         batch_idx = 0
         self.distributed.zero_grad(self.optimizer)
         while not batcher.last_batch() and pt.steps < session.total_steps:
-            self.callback(lambda c: c.on_batch_start(self, pt, session.save_path), coordinator_only=False)
+            if callbacks:
+                self.callback(lambda c: c.on_batch_start(self, pt, session.save_path), coordinator_only=False)
             batch = batcher.next_batch()
             batch_idx += 1
-            should_step = batch_idx % self.gradient_accumulation_steps == 0 or batcher.last_batch()
-            inputs = self.model.input_tensors(batch, self.device)
-            targets = self.model.target_tensors(batch, self.device)
+            epoch_done = batcher.last_batch()
+            should_step = epoch_done or batch_idx % accumulation == 0
+            inputs = model.input_tensors(batch, device)
+            targets = model.target_tensors(batch, device)
 
             # Also agree on the step before an evaluation or the end, so that nothing is evaluated
             # or saved after a NaN, and a late signal is not lost.
@@ -480,7 +490,7 @@ class Trainer:
                 self.scheduler.step()
             pt.steps += 1
             pt.epoch_step += 1
-            if batcher.last_batch():
+            if epoch_done:
                 # Count the epoch as done now, so a checkpoint taken at this step resumes in the next one.
                 pt.epoch, pt.epoch_step = pt.epoch + 1, 0
             loss_value = float(loss.detach())
@@ -489,10 +499,12 @@ class Trainer:
             if agree:
                 self._collect_control(session)
             session.last_loss, session.last_losses = loss, all_losses
-            if self.is_coordinator():
-                write_step_summary(session.writers["training"], loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
-                session.progress_bar.update(1)
-            self.callback(lambda c: c.on_batch_end(self, pt, session.save_path, sync_step=should_step), coordinator_only=False)
+            if progress_bar is not None:
+                write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
+                progress_bar.update(1)
+            if callbacks:
+                self.callback(lambda c: c.on_batch_end(self, pt, session.save_path, sync_step=should_step),
+                              coordinator_only=False)
 
             if self.stop_reason is not None:
                 self._save_on_stop(session)

@@ -43,6 +43,10 @@ class OutputFeature(abc.ABC):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample loss, shape [batch]."""
 
+    def mean_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch's mean loss (the training step's hot path: one fused op where torch has one)."""
+        return self.loss(logits, target).mean()
+
     @abc.abstractmethod
     def predictions(self, logits: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Decoded predictions (e.g. class and probabilities) for predict and metrics."""
@@ -79,6 +83,9 @@ class CategoryOutput(OutputFeature):
     def loss(self, logits, target):
         return F.cross_entropy(logits.float(), target.long(), reduction="none")
 
+    def mean_loss(self, logits, target):
+        return F.cross_entropy(logits.float(), target.long())
+
     def predictions(self, logits):
         probs = torch.softmax(logits.float(), dim=-1)
         return {"predictions": probs.argmax(-1), "probabilities": probs}
@@ -111,6 +118,9 @@ class BinaryOutput(OutputFeature):
 
     def loss(self, logits, target):
         return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target.float().reshape(-1), reduction="none")
+
+    def mean_loss(self, logits, target):
+        return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target.float().reshape(-1))
 
     def predictions(self, logits):
         probs = torch.sigmoid(logits.float().reshape(-1))
