@@ -5,6 +5,11 @@ then renamed over the old one (rename is atomic on POSIX), and the directory is 
 reader therefore sees either the previous complete file or the new complete file. Loading
 uses torch.load(weights_only=True): a checkpoint can hold tensors, numbers, strings, lists
 and dicts, but never code that runs on load.
+
+With `background=True` the manager copies the state in memory (a snapshot the next steps
+cannot change) and writes it from a thread while training goes on; at most one write is in
+flight, and `wait()` returns once the last one is on disk. The training loop then waits only
+for the copy; the fsync, whose cost grows with the disk's unwritten data, happens off its path.
 """
 from __future__ import annotations
 
@@ -172,6 +177,47 @@ class Checkpoint:
 PREVIOUS = "previous.ckpt"
 
 
+def snapshot(value: Any) -> Any:
+    """A copy of a state dict that later in-place updates cannot reach: tensors are copied to
+    the CPU and containers rebuilt (an optimizer's state_dict holds its live per-parameter
+    dicts, which the next step() updates in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, snapshot(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    return value
+
+
+class BackgroundWriter:
+    """Runs one write at a time on a thread; an error is raised by the next submit() or wait()."""
+
+    def __init__(self):
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def submit(self, write) -> None:
+        self.wait()
+        # Not a daemon: an interpreter that exits while a write is in flight finishes it first.
+        self._thread = threading.Thread(target=self._run, args=(write,), name="hvd_trainer-checkpoint-writer")
+        self._thread.start()
+
+    def _run(self, write) -> None:
+        try:
+            write()
+        except BaseException as e:  # handed to the training thread at its next wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(f"Writing a checkpoint in the background failed: {error}") from error
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -188,10 +234,11 @@ class CheckpointManager:
     lied about fsync, a file copied by hand), the error can point at previous.
     """
 
-    def __init__(self, checkpoint: Checkpoint, directory: str, distributed):
+    def __init__(self, checkpoint: Checkpoint, directory: str, distributed, background: bool = False):
         self.checkpoint = checkpoint
         self.directory = directory
         self.distributed = distributed
+        self._writer = BackgroundWriter() if background else None
 
     @property
     def latest_path(self) -> str:
@@ -216,25 +263,52 @@ class CheckpointManager:
         rng = self._gathered_rng()
         if self.distributed is not None and not self.distributed.is_coordinator():
             return
-        os.makedirs(self.directory, exist_ok=True)
-        if os.path.exists(self.latest_path):
-            superseded = None
-            if os.path.exists(self.previous_path):
-                # Freeing a large file's blocks takes tens of milliseconds: move the old
-                # previous aside (a cheap rename) and delete it off the critical path.
-                superseded = self.previous_path + f".{os.getpid()}.old"
-                os.replace(self.previous_path, superseded)
-            os.link(self.latest_path, self.previous_path)
-            if superseded:
-                threading.Thread(target=_unlink_quietly, args=(superseded,), daemon=True).start()
-        self.checkpoint.save(self.latest_path, rng_states=rng, **meta)
+        self._write(self.latest_path, self.checkpoint.state_dict(rng_states=rng, **meta), rotate=True)
 
     def save_best(self, **meta) -> None:
         """Write best.ckpt (model, optimizer, scheduler); called on every rank, rank 0 writes."""
-        self.checkpoint.save(self.best_path, **meta)
+        if self.distributed is not None and not self.distributed.is_coordinator():
+            return
+        self._write(self.best_path, self.checkpoint.state_dict(**meta), rotate=False)
+
+    def wait(self) -> None:
+        """Return once every checkpoint saved so far is on disk (at once without background writes)."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def save_file(self, path: str, state: Dict[str, Any]) -> None:
+        """Write another file of the run (the model weights) the same way, in the same order (rank 0)."""
+        self._write(path, state, rotate=False)
+
+    def _write(self, path: str, state: Dict[str, Any], rotate: bool) -> None:
+        def write() -> None:
+            if rotate:
+                self._rotate_previous()
+            atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+        if self._writer is None:
+            write()
+        else:
+            state = snapshot(state)
+            self._writer.submit(write)
+
+    def _rotate_previous(self) -> None:
+        """Hard-link the current latest to previous.ckpt before latest is replaced."""
+        if not os.path.exists(self.latest_path):
+            return
+        superseded = None
+        if os.path.exists(self.previous_path):
+            # Freeing a large file's blocks takes tens of milliseconds: move the old
+            # previous aside (a cheap rename) and delete it off the critical path.
+            superseded = self.previous_path + f".{os.getpid()}.old"
+            os.replace(self.previous_path, superseded)
+        os.link(self.latest_path, self.previous_path)
+        if superseded:
+            threading.Thread(target=_unlink_quietly, args=(superseded,), daemon=True).start()
 
     def read_latest(self, device: Optional[str] = "cpu") -> Dict[str, Any]:
         """The latest checkpoint's content, read safely; a broken file's error names previous.ckpt."""
+        self.wait()
         try:
             return load_checkpoint_file(self.latest_path, device)
         except CheckpointError as e:

@@ -146,6 +146,9 @@ class TrainerConfig:
     compile: bool = _f(False, "Wrap the model with torch.compile.")
     learning_rate_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig, metadata={"help": "LR schedule."})
     skip_all_evaluation: bool = _f(False, "Skip evaluation entirely (checkpoints are still written).")
+    checkpoint_in_background: bool = _f(
+        True, "Copy the state in memory and write checkpoints from a thread while training goes on (needs host "
+        "memory for one more copy of the model and optimizer state; false writes them in the training loop).")
 
     def __post_init__(self):
         if self.steps_per_checkpoint and self.checkpoints_per_epoch:

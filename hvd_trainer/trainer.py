@@ -21,7 +21,7 @@ import torch
 
 from hvd_trainer import signals
 from hvd_trainer.callbacks import Callback
-from hvd_trainer.checkpoint import LATEST, CheckpointManager, atomic_write_bytes, load_checkpoint_file, set_rng_state
+from hvd_trainer.checkpoint import LATEST, CheckpointManager, load_checkpoint_file, set_rng_state
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.data.dataset import Batcher, Dataset
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
@@ -148,6 +148,7 @@ class Trainer:
         self._signals = signals.StopSignals()
         self._nonfinite_step: Optional[int] = None
         self._pending_control = None
+        self._control_due = False
         self._optimizer_steps = 0
         self._resume_state: Optional[Dict[str, Any]] = None
         self.last_progress_tracker: Optional[ProgressTracker] = None
@@ -203,6 +204,10 @@ class Trainer:
         """Forward, backward and (when should_step) the optimizer update for one batch."""
         reg_type, reg_lambda = self.config.regularization_type, self.config.regularization_lambda
         if isinstance(self.optimizer, torch.optim.LBFGS):
+            if self._control_due:  # single process only (refused at size > 1): nothing to overlap
+                self._control_due = False
+                self._submit_control()
+
             def closure():
                 self.distributed.zero_grad(self.optimizer)
                 loss, _ = self.model.train_loss(targets, self.dist_model(inputs), reg_type, reg_lambda)
@@ -229,6 +234,12 @@ class Trainer:
         if not should_step:
             return loss, all_losses
 
+        if self._control_due:
+            # Submitted right behind the last gradients, so that Horovod fuses it into their
+            # allreduce cycle instead of running a cycle of its own (measured at np=2: about 10%
+            # of a small MLP's throughput when submitted before the forward pass).
+            self._control_due = False
+            self._submit_control()
         # Horovod: gradients must be averaged before they are unscaled and clipped.
         self.distributed.wait_optimizer_synced(self.optimizer)
         if self.use_amp:
@@ -268,8 +279,8 @@ class Trainer:
     def _submit_control(self) -> None:
         """Start a control allreduce: [stop request, first non-finite step + 1].
 
-        Submitted before the forward pass and read after the step, so that it can overlap
-        with the step's work. Every rank submits one at the same optimizer steps.
+        Submitted after the backward pass (see train_step) and read after the step. Every rank
+        submits one at the same optimizer steps.
         """
         # One max-reduction carries both: the strongest stop request, and the earliest NaN step
         # of any rank (encoded as NONFINITE_BASE - step, so the earliest is the largest).
@@ -321,6 +332,8 @@ class Trainer:
                     w.close()
                 if session.progress_bar is not None:
                     session.progress_bar.close()
+                # Every checkpoint on disk before train() returns, raises or the process exits.
+                self._wait_for_checkpoints(session)
             self.callback(lambda c: c.on_trainer_train_teardown(self, session.progress_tracker, save_path, self.is_coordinator()), coordinator_only=False)
         finally:
             self._signals.uninstall()
@@ -339,7 +352,8 @@ class Trainer:
             os.makedirs(save_path, exist_ok=True)
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         checkpoint = self.distributed.create_checkpoint_handle(self.model, self.optimizer, self.scheduler, scaler=self.scaler)
-        manager = CheckpointManager(checkpoint, os.path.join(save_path, TRAINING_CHECKPOINTS_DIR), self.distributed)
+        manager = CheckpointManager(checkpoint, os.path.join(save_path, TRAINING_CHECKPOINTS_DIR), self.distributed,
+                                    background=self.config.checkpoint_in_background)
 
         progress_tracker = None
         resumed = False
@@ -405,6 +419,16 @@ class Trainer:
                                         # In a log file (a batch job's output), a line every 30 s.
                                         mininterval=0.5 if sys.stderr.isatty() else 30)
         return session
+
+    @staticmethod
+    def _wait_for_checkpoints(session: TrainingSession) -> None:
+        if sys.exc_info()[0] is None:
+            session.checkpoint_manager.wait()
+            return
+        try:  # already failing: keep that error, but do not abandon a write in flight
+            session.checkpoint_manager.wait()
+        except CheckpointError as e:
+            logger.error("%s", e)
 
     def get_new_progress_tracker(self) -> ProgressTracker:
         best = initial_best(self.validation_metric)
@@ -482,8 +506,7 @@ class Trainer:
             # or saved after a NaN, and a late signal is not lost.
             agree = should_step and (self._optimizer_steps % self.CONTROL_EVERY_STEPS == 0
                                      or pt.steps + 1 >= min(session.next_evaluation, session.total_steps))
-            if agree:
-                self._submit_control()
+            self._control_due = agree
             loss, all_losses = self.train_step(inputs, targets, should_step=should_step)
             if should_step:
                 self._optimizer_steps += 1
@@ -674,8 +697,7 @@ class Trainer:
             return
         session.checkpoint_manager.save_best(progress_steps=session.progress_tracker.steps)
         if self.is_coordinator():
-            state = self.model.state_dict()
-            atomic_write_bytes(session.weights_path, lambda fh: torch.save(state, fh))
+            session.checkpoint_manager.save_file(session.weights_path, self.model.state_dict())
         self.callback(lambda c: c.on_save_best_checkpoint(self, session.progress_tracker, session.save_path))
 
     def _load_best(self, session: TrainingSession) -> None:
@@ -683,6 +705,7 @@ class Trainer:
         if self.skip_save_model:
             return
         best = session.checkpoint_manager.best_path
+        session.checkpoint_manager.wait()
         exists = self.distributed.broadcast_object(os.path.exists(best) if self.is_coordinator() else None,
                                                    name="hvd_trainer.best_exists")
         if not exists:

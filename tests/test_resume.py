@@ -157,23 +157,26 @@ import sys, torch
 from hvd_trainer.checkpoint import Checkpoint, CheckpointManager
 from hvd_trainer.distributed import LocalStrategy
 model = torch.nn.Linear(1500, 1500)
-m = CheckpointManager(Checkpoint(LocalStrategy(), model), sys.argv[1], LocalStrategy())
+m = CheckpointManager(Checkpoint(LocalStrategy(), model), sys.argv[1], LocalStrategy(), background=sys.argv[2] == "1")
 i = 0
 while True:
     i += 1
     with torch.no_grad():
-        model.bias.fill_(i)
+        model.bias.fill_(i)  # in place, as training does, possibly while the previous write runs
     m.save(step=i)
+    if i == 1:
+        m.wait()
     print(i, flush=True)
 """
 
 
-def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_latest(tmp_path):
+@pytest.mark.parametrize("background", [False, True], ids=["in_loop", "background"])
+def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_latest(tmp_path, background):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     for delay in (0.05, 0.13, 0.21, 0.34, 0.47, 0.55, 0.68, 0.8):
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ckpt")], stdout=subprocess.PIPE,
-                                env=launch_env(), text=True)
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ckpt"), str(int(background))],
+                                stdout=subprocess.PIPE, env=launch_env(), text=True)
         proc.stdout.readline()  # at least one complete checkpoint exists
         time.sleep(delay)
         proc.kill()
@@ -183,3 +186,44 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unreadable_latest(tmp_
         leftovers = [f for f in os.listdir(tmp_path / "ckpt") if f.endswith(".tmp")]
         for f in leftovers:  # a killed writer may leave its temp file; it is never read
             os.unlink(tmp_path / "ckpt" / f)
+
+
+def test_a_background_checkpoint_holds_the_state_of_its_save_call(tmp_path):
+    """The training steps that run while a checkpoint is written must not leak into it."""
+    model = torch.nn.Linear(64, 64)
+    opt = torch.optim.Adam(model.parameters())
+    manager = CheckpointManager(Checkpoint(LocalStrategy(), model, opt), str(tmp_path), LocalStrategy(), background=True)
+
+    def step():
+        opt.zero_grad()
+        model(torch.randn(8, 64)).square().mean().backward()
+        opt.step()
+
+    step()
+    expected_model = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_avg = opt.state_dict()["state"][0]["exp_avg"].clone()
+    manager.save(step=1)
+    for _ in range(5):  # in place, while the write may still be running
+        step()
+    manager.wait()
+    saved = load_checkpoint_file(manager.latest_path)
+    assert saved["meta"]["step"] == 1 and saved["optimizer"]["state"][0]["step"].item() == 1
+    for k, v in expected_model.items():
+        assert torch.equal(saved["model"][k], v)
+    assert torch.equal(saved["optimizer"]["state"][0]["exp_avg"], expected_avg)
+    manager.save(step=2)
+    manager.save_best(step=2)
+    manager.wait()
+    assert load_checkpoint_file(manager.previous_path)["meta"]["step"] == 1
+    assert load_checkpoint_file(manager.best_path)["meta"]["step"] == 2
+
+
+def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the checkpoint directory should be")
+    manager = CheckpointManager(Checkpoint(LocalStrategy(), torch.nn.Linear(2, 2)), str(blocker / "checkpoints"),
+                                LocalStrategy(), background=True)
+    manager.save(step=1)  # returns at once; the write fails on its thread
+    with pytest.raises(CheckpointError, match="in the background failed"):
+        manager.wait()
+    manager.wait()  # reported once
