@@ -39,14 +39,27 @@ def create_summary_writers(log_dir: str, enabled: bool) -> Dict[str, object]:
 
 def write_step_summary(writer, combined_loss: float, all_losses: Mapping[str, torch.Tensor], step: int,
                        learning_rate: Optional[float] = None) -> None:
-    """The seed's per-step tags: combined/step_training_loss, {feature}/step_training_loss, combined/step_learning_rate."""
+    """The seed's per-step tags: combined/step_training_loss, {feature}/step_training_loss, combined/step_learning_rate.
+
+    All of a step's scalars go into one event. TensorBoard's writer thread checksums every
+    event in pure Python (~70 us of GIL time each here), so one event per step instead of one
+    per scalar takes two thirds of the logging cost off every step; readers see the same tags.
+    """
     if writer is None or isinstance(writer, NullSummaryWriter):
         return
-    writer.add_scalar("combined/step_training_loss", combined_loss, global_step=step)
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    values = [Summary.Value(tag="combined/step_training_loss", simple_value=combined_loss)]
     for feature, loss in all_losses.items():
-        writer.add_scalar(f"{feature}/step_training_loss", float(loss.detach().float()), global_step=step)
+        values.append(Summary.Value(tag=f"{feature}/step_training_loss", simple_value=float(loss.detach().float())))
     if learning_rate is not None:
-        writer.add_scalar("combined/step_learning_rate", learning_rate, global_step=step)
+        values.append(Summary.Value(tag="combined/step_learning_rate", simple_value=learning_rate))
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:  # not torch's SummaryWriter: fall back to one scalar per call
+        for value in values:
+            writer.add_scalar(value.tag, value.simple_value, global_step=step)
+        return
+    file_writer().add_summary(Summary(value=values), step)
 
 
 def write_eval_summary(writer, metrics: Mapping[str, Mapping[str, float]], step: int) -> None:
