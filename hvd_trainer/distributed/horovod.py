@@ -209,14 +209,20 @@ class HorovodStrategy(DistributedStrategy):
         if self.rank() != 0:
             optimizer.load_state_dict(state)
 
+    @staticmethod
+    def _has_gradient_hooks(optimizer: torch.optim.Optimizer) -> bool:
+        # Horovod's DistributedOptimizer registers its allreduce hooks only at size > 1 (or
+        # under elastic); without them synchronize() has nothing to wait for.
+        return bool(getattr(optimizer, "_requires_update", None))
+
     def wait_optimizer_synced(self, optimizer: torch.optim.Optimizer) -> None:
         # Horovod: finish the gradient allreduce now, so that unscale and clip see the
         # averaged gradients; step() then runs under skip_synchronize().
-        if hasattr(optimizer, "synchronize"):
+        if self._has_gradient_hooks(optimizer):
             optimizer.synchronize()
 
     def prepare_optimizer_update(self, optimizer: torch.optim.Optimizer) -> ContextManager:
-        if hasattr(optimizer, "skip_synchronize"):
+        if self._has_gradient_hooks(optimizer):
             return optimizer.skip_synchronize()
         return contextlib.nullcontext()
 
