@@ -560,6 +560,7 @@ class Trainer:
     def _save_on_stop(self, session: TrainingSession) -> None:
         pt = session.progress_tracker
         self._save_progress(session)
+        session.checkpoint_manager.wait()  # stopping: the checkpoint must be on disk before we say so
         if self.is_coordinator():
             logger.info("Stopped at step %d (%s); checkpoint saved in %s.", pt.steps, self.stop_reason,
                         session.checkpoint_manager.directory)
