@@ -7,12 +7,13 @@ uses torch.load(weights_only=True): a checkpoint can hold tensors, numbers, stri
 and dicts, but never code that runs on load.
 
 With `background=True` the manager copies the state in memory (a snapshot the next steps
-cannot change) and writes it from a thread while training goes on; at most one write is in
-flight, and `wait()` returns once the last one is on disk. The training loop then waits only
+cannot change) and writes it from a thread while training goes on, in the order saved, at
+most three files queued; `wait()` returns once all of them are on disk. The training loop then waits only
 for the copy; the fsync, whose cost grows with the disk's unwritten data, happens off its path.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import pickle
@@ -20,7 +21,7 @@ import random
 import socket
 import threading
 import zipfile
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Optional
 
 import numpy as np
 import torch
@@ -191,30 +192,59 @@ def snapshot(value: Any) -> Any:
 
 
 class BackgroundWriter:
-    """Runs one write at a time on a thread; an error is raised by the next submit() or wait()."""
+    """Runs writes in order on a thread, without making the caller wait for the one before.
+
+    One evaluation can save up to three files (best.ckpt, model_weights, latest.ckpt); they
+    queue behind each other. A fourth waits for room, which bounds the memory the snapshots
+    hold. An error is raised by the next submit() or wait().
+    """
+
+    MAX_PENDING = 3
 
     def __init__(self):
+        self._jobs: Deque[Callable[[], None]] = collections.deque()
+        self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
 
-    def submit(self, write) -> None:
-        self.wait()
-        # Not a daemon: an interpreter that exits while a write is in flight finishes it first.
-        self._thread = threading.Thread(target=self._run, args=(write,), name="hvd_trainer-checkpoint-writer")
-        self._thread.start()
+    def submit(self, write: Callable[[], None]) -> None:
+        self._raise_error()
+        with self._changed:
+            while len(self._jobs) >= self.MAX_PENDING:
+                self._changed.wait()
+            self._jobs.append(write)
+            if self._thread is None:
+                # Not a daemon: an interpreter that exits while a write is queued finishes it first.
+                self._thread = threading.Thread(target=self._drain, name="hvd_trainer-checkpoint-writer")
+                self._thread.start()
 
-    def _run(self, write) -> None:
-        try:
-            write()
-        except BaseException as e:  # handed to the training thread at its next wait()
-            self._error = e
+    def _drain(self) -> None:
+        while True:
+            with self._changed:
+                if not self._jobs:
+                    self._thread = None
+                    self._changed.notify_all()
+                    return
+                write = self._jobs[0]
+            try:
+                write()
+            except BaseException as e:  # handed to the training thread at its next submit() or wait()
+                with self._changed:
+                    self._error = self._error or e
+            with self._changed:
+                self._jobs.popleft()
+                self._changed.notify_all()
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
+        with self._changed:
+            while self._thread is not None:
+                self._changed.wait()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        with self._changed:
             error, self._error = self._error, None
+        if error is not None:
             raise CheckpointError(f"Writing a checkpoint in the background failed: {error}") from error
 
 

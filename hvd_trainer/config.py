@@ -148,7 +148,8 @@ class TrainerConfig:
     skip_all_evaluation: bool = _f(False, "Skip evaluation entirely (checkpoints are still written).")
     checkpoint_in_background: bool = _f(
         True, "Copy the state in memory and write checkpoints from a thread while training goes on (needs host "
-        "memory for one more copy of the model and optimizer state; false writes them in the training loop).")
+        "memory for up to two more copies of the model and optimizer state while an evaluation's files are "
+        "written; false writes them in the training loop).")
 
     def __post_init__(self):
         if self.steps_per_checkpoint and self.checkpoints_per_epoch:

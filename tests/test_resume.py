@@ -211,11 +211,17 @@ def test_a_background_checkpoint_holds_the_state_of_its_save_call(tmp_path):
     for k, v in expected_model.items():
         assert torch.equal(saved["model"][k], v)
     assert torch.equal(saved["optimizer"]["state"][0]["exp_avg"], expected_avg)
-    manager.save(step=2)
+    # An evaluation's files queue behind each other, in order; a fourth waits for room.
     manager.save_best(step=2)
+    manager.save_file(str(tmp_path / "model_weights"), model.state_dict())
+    manager.save(step=2)
+    manager.save(step=3)
     manager.wait()
-    assert load_checkpoint_file(manager.previous_path)["meta"]["step"] == 1
+    assert load_checkpoint_file(manager.previous_path)["meta"]["step"] == 2
+    assert load_checkpoint_file(manager.latest_path)["meta"]["step"] == 3
     assert load_checkpoint_file(manager.best_path)["meta"]["step"] == 2
+    weights = torch.load(tmp_path / "model_weights", weights_only=True)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):
