@@ -8,7 +8,7 @@ and dicts, but never code that runs on load.
 
 With `background=True` the manager copies the state in memory (a snapshot the next steps
 cannot change) and writes it from a thread while training goes on, in the order saved, at
-most three files queued; `wait()` returns once all of them are on disk. The training loop then waits only
+most four files queued; `wait()` returns once all of them are on disk. The training loop then waits only
 for the copy; the fsync, whose cost grows with the disk's unwritten data, happens off its path.
 """
 from __future__ import annotations
@@ -194,12 +194,12 @@ def snapshot(value: Any) -> Any:
 class BackgroundWriter:
     """Runs writes in order on a thread, without making the caller wait for the one before.
 
-    One evaluation can save up to three files (best.ckpt, model_weights, latest.ckpt); they
-    queue behind each other. A fourth waits for room, which bounds the memory the snapshots
-    hold. An error is raised by the next submit() or wait().
+    One evaluation can save up to four files (best.ckpt, model_weights, latest.ckpt and
+    training_progress.json); they queue behind each other. A fifth waits for room, which bounds
+    the memory the snapshots hold. An error is raised by the next submit() or wait().
     """
 
-    MAX_PENDING = 3
+    MAX_PENDING = 4
 
     def __init__(self):
         self._jobs: Deque[Callable[[], None]] = collections.deque()
@@ -309,6 +309,17 @@ class CheckpointManager:
     def save_file(self, path: str, state: Dict[str, Any]) -> None:
         """Write another file of the run (the model weights) the same way, in the same order (rank 0)."""
         self._write(path, state, rotate=False)
+
+    def save_text(self, path: str, text: str) -> None:
+        """Write a small text file (training_progress.json) in the same order as the checkpoints (rank 0).
+
+        Queued too, not written at once: its fsync would otherwise wait in the training loop for the
+        checkpoint data being written (ext4 commits every file's pending data with its journal).
+        """
+        if self._writer is None:
+            atomic_write_text(path, text)
+        else:
+            self._writer.submit(lambda: atomic_write_text(path, text))
 
     def _write(self, path: str, state: Dict[str, Any], rotate: bool) -> None:
         def write() -> None:

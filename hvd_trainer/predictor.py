@@ -23,6 +23,7 @@ class Predictor:
         self.device = device
 
     def _batches(self, dataset: Dataset):
+        dataset = self.model.prepare_dataset(dataset)
         batcher = dataset.initialize_batcher(self.batch_size, should_shuffle=False, distributed=self.distributed, training=False)
         while not batcher.last_batch():
             yield batcher.next_batch()

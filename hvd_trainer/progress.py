@@ -83,8 +83,11 @@ class ProgressTracker:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=True)
+
     def save(self, path: str) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=True))
+        atomic_write_text(path, self.to_json())
 
 
 def _json_default(o):

@@ -321,6 +321,8 @@ class Trainer:
         The metrics are the histories {feature: {metric: [[epoch, step, value], ...]}}.
         """
         self.stop_reason = None
+        training_set, validation_set, test_set = (
+            None if ds is None else self.model.prepare_dataset(ds) for ds in (training_set, validation_set, test_set))
         self._signals.install()
         try:
             session = self._setup_session(training_set, validation_set, test_set, save_path)
@@ -555,7 +557,7 @@ class Trainer:
         pt.checkpoint_to_epoch[str(pt.checkpoint_number)] = pt.epoch
         session.checkpoint_manager.save(progress=pt.to_dict())
         if self.is_coordinator():
-            pt.save(session.progress_path)
+            session.checkpoint_manager.save_text(session.progress_path, pt.to_json())
 
     def _save_on_stop(self, session: TrainingSession) -> None:
         pt = session.progress_tracker

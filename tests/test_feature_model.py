@@ -176,3 +176,23 @@ def test_model_runs_on_a_dataset_batch_with_the_row_id_column():
     model.update_metrics(model.target_tensors(batch, "cpu"), out)
     metrics = model.get_metrics()
     assert set(metrics) == {"y", "p", "v", "combined"} and "hits_at_k" in metrics["y"]
+
+
+def test_a_prepared_dataset_batches_the_same_tensors_with_one_take():
+    model = build()
+    rng = np.random.default_rng(0)
+    n = 50
+    raw = Dataset({"x": rng.normal(size=n), "b": rng.integers(0, 2, n).astype(np.float32),
+                   "c": rng.integers(0, 5, n), "y": rng.integers(0, 4, n), "p": rng.integers(0, 2, n).astype(np.float32),
+                   "v": rng.normal(size=n)})
+    prepared = model.prepare_dataset(raw)
+    assert prepared is model.prepare_dataset(raw)  # stacked once per dataset
+    assert "x" not in prepared.columns and "b" not in prepared.columns and prepared.columns["c"] is raw.columns["c"]
+    index = rng.permutation(n)[:17]
+    expected = model.input_tensors(raw.take(index), "cpu")
+    got = model.input_tensors(prepared.take(index), "cpu")
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+    with torch.no_grad():
+        assert torch.equal(model(got)["y"], model(expected)["y"])

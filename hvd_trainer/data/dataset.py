@@ -8,7 +8,7 @@ np=2 with batch b sees, step by step, the same samples as a run at np=1 with bat
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Dataset:
         if len(set(lengths.values())) > 1:
             raise DataError(f"The columns of {name} have different lengths {lengths}; every column needs one value per row.")
         self.columns: Dict[str, np.ndarray] = dict(columns)
+        self._stacked: Dict[tuple, "Dataset"] = {}
         self.sharded = sharded
         self.name = name
         self._len = next(iter(lengths.values())) if lengths else 0
@@ -45,6 +46,24 @@ class Dataset:
 
     def take(self, index: np.ndarray) -> Dict[str, np.ndarray]:
         return {k: v[index] for k, v in self.columns.items()}
+
+    def stacked(self, block_name: str, names: Sequence[str], dtype=np.float32) -> "Dataset":
+        """This dataset with the 1-D columns `names` replaced by one [rows, len(names)] column.
+
+        A batch then costs one fancy-index of the block instead of one per column (64 number
+        columns: ~130 us per step of 128 rows, a tenth of a small model's step). Built once per
+        dataset and names; the result shares every other column with this one.
+        """
+        key = (block_name, tuple(names), np.dtype(dtype).str)
+        cached = self._stacked.get(key)
+        if cached is None:
+            block = np.empty((len(self), len(names)), dtype=dtype)
+            for i, n in enumerate(names):
+                block[:, i] = self.columns[n]
+            columns = {k: v for k, v in self.columns.items() if k not in set(names)}
+            columns[block_name] = block
+            cached = self._stacked[key] = Dataset(columns, sharded=self.sharded, name=self.name)
+        return cached
 
     def initialize_batcher(
         self,

@@ -136,6 +136,14 @@ class BaseModel(nn.Module, abc.ABC):
         return names
 
     # ---- batches -------------------------------------------------------------------------
+    def prepare_dataset(self, dataset):
+        """The dataset in the layout this model batches fastest (default: as it is).
+
+        Called by the trainer and the predictor before batching; the result must hold the same
+        rows and give the same tensors through input_tensors/target_tensors.
+        """
+        return dataset
+
     def input_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
         return {n: f.input_tensor(batch[n]).to(device, non_blocking=True) for n, f in self.input_features.items()}
 

@@ -44,4 +44,5 @@ class ConcatCombiner(nn.Module):
         self.output_size = size
 
     def forward(self, encodings: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.fc_stack(torch.cat(list(encodings), dim=-1))
+        # One encoding (all-number inputs travel as one block) needs no copy through cat.
+        return self.fc_stack(encodings[0] if len(encodings) == 1 else torch.cat(list(encodings), dim=-1))

@@ -46,10 +46,18 @@ class FeatureModel(BaseModel):
             {self._output_keys[f.name]: nn.Linear(self.combiner.output_size, f.output_size) for f in outputs}
         )
 
+    def prepare_dataset(self, dataset):
+        # The number/binary columns stacked once, so that a batch is one take instead of one per column.
+        if self._dense_names and all(n in dataset.columns for n in self._dense_names):
+            return dataset.stacked(DENSE_BLOCK, self._dense_names, np.float32)
+        return dataset
+
     def input_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
         tensors = {}
         if self._dense_names:
-            block = np.stack([batch[n] for n in self._dense_names], axis=1).astype(np.float32, copy=False)
+            block = batch.get(DENSE_BLOCK)
+            if block is None:  # a dataset that was not prepared: stack this batch's columns
+                block = np.stack([batch[n] for n in self._dense_names], axis=1).astype(np.float32, copy=False)
             tensors[DENSE_BLOCK] = torch.from_numpy(block).to(device, non_blocking=True)
         for name in self._input_keys:
             tensors[name] = self.input_features[name].input_tensor(batch[name]).to(device, non_blocking=True)
