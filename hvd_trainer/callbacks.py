@@ -27,3 +27,9 @@ class Callback:
     def should_early_stop(self, trainer, progress_tracker, is_coordinator: bool) -> bool:
         """Ask every rank to stop; one rank saying yes is enough (the decision is allreduced)."""
         return False
+
+
+def overriding(callbacks, hook: str) -> list:
+    """The callbacks whose class overrides `hook` (the per-step loop calls only those)."""
+    default = getattr(Callback, hook)
+    return [cb for cb in callbacks if getattr(type(cb), hook, None) is not default]

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from hvd_trainer import signals
-from hvd_trainer.callbacks import Callback
+from hvd_trainer.callbacks import Callback, overriding
 from hvd_trainer.checkpoint import LATEST, CheckpointManager, load_checkpoint_file, set_rng_state
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.data.dataset import Batcher, Dataset
@@ -488,15 +488,17 @@ class Trainer:
         callback dispatch shows up in the benchmarks, so per-step invariants are hoisted.
         """
         pt, batcher = session.progress_tracker, session.batcher
-        model, device, callbacks = self.model, self.device, bool(self.callbacks)
+        model, device, save_path = self.model, self.device, session.save_path
+        # Per-step hooks run on every rank; only callbacks that define them cost a call.
+        batch_start, batch_end = overriding(self.callbacks, "on_batch_start"), overriding(self.callbacks, "on_batch_end")
         accumulation = self.gradient_accumulation_steps
         writer = session.writers["training"]
         progress_bar = session.progress_bar
         batch_idx = 0
         self.distributed.zero_grad(self.optimizer)
         while not batcher.last_batch() and pt.steps < session.total_steps:
-            if callbacks:
-                self.callback(lambda c: c.on_batch_start(self, pt, session.save_path), coordinator_only=False)
+            for cb in batch_start:
+                cb.on_batch_start(self, pt, save_path)
             batch = batcher.next_batch()
             batch_idx += 1
             epoch_done = batcher.last_batch()
@@ -527,9 +529,8 @@ class Trainer:
             if progress_bar is not None:
                 write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
                 progress_bar.update(1)
-            if callbacks:
-                self.callback(lambda c: c.on_batch_end(self, pt, session.save_path, sync_step=should_step),
-                              coordinator_only=False)
+            for cb in batch_end:
+                cb.on_batch_end(self, pt, save_path, sync_step=should_step)
 
             if self.stop_reason is not None:
                 self._save_on_stop(session)

@@ -71,7 +71,7 @@ def test_buffer_flushes_at_element_budget(monkeypatch):
     with torch.no_grad():
         for _ in range(3):  # 8 rows x 6 logits = 48 numbers each: the third batch crosses 100
             model.update_metrics({"y": torch.zeros(8, dtype=torch.long)}, model({"x": torch.randn(8, 4)}))
-    assert state._pending == [] and state.metrics["y"]["accuracy"].stats[1].item() == 24
+    assert state._combined == [] and state.metrics["y"]["accuracy"].stats[1].item() == 24
 
 
 def test_accuracy_counts_every_sample():
