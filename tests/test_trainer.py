@@ -264,3 +264,26 @@ def test_batch_size_grows_on_a_plateau_and_the_epochs_still_count(tmp_path):
     # epochs 1-2 at batch 16 (the first evaluation only sets the best), then 32, then 64
     assert pt.steps == 8 + 8 + 4 + 2
     assert pt.checkpoint_to_step == {"1": 8, "2": 16, "3": 20, "4": 22}
+
+
+def test_per_step_hooks_go_only_to_callbacks_that_define_them():
+    from hvd_trainer.callbacks import Callback, overriding
+
+    class EpochOnly(Callback):
+        def on_epoch_end(self, trainer, progress_tracker, save_path):
+            pass
+
+    class PerStep(Callback):
+        def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+            pass
+
+    class DuckTyped:  # not a Callback subclass: always called
+        def on_batch_start(self, trainer, progress_tracker, save_path):
+            pass
+
+        def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+            pass
+
+    cbs = [EpochOnly(), PerStep(), DuckTyped()]
+    assert overriding(cbs, "on_batch_end") == cbs[1:]
+    assert overriding(cbs, "on_batch_start") == cbs[2:]
