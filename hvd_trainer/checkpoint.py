@@ -55,6 +55,11 @@ def atomic_write_bytes(path: str, write_fn) -> None:
     fsync_dir(directory)
 
 
+def write_state(path: str, state: Dict[str, Any]) -> None:
+    """torch.save `state` to `path` atomically (temp file, fdatasync, rename)."""
+    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+
 def fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -148,8 +153,7 @@ class Checkpoint:
         """Write the state (rank 0 only; the others return at once)."""
         if self.distributed is not None and not self.distributed.is_coordinator():
             return
-        state = self.state_dict(**meta)
-        atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+        write_state(path, self.state_dict(**meta))
 
     def load(self, path: str, device: Optional[str] = "cpu", load_optimizer: bool = True) -> Dict[str, Any]:
         """Restore from `path`; returns the saved meta dict."""
@@ -325,7 +329,7 @@ class CheckpointManager:
         def write() -> None:
             if rotate:
                 self._rotate_previous()
-            atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+            write_state(path, state)
 
         if self._writer is None:
             write()

@@ -54,12 +54,9 @@ def write_step_summary(writer, combined_loss: float, all_losses: Mapping[str, to
         values.append(Summary.Value(tag=f"{feature}/step_training_loss", simple_value=float(loss.detach().float())))
     if learning_rate is not None:
         values.append(Summary.Value(tag="combined/step_learning_rate", simple_value=learning_rate))
-    file_writer = getattr(writer, "_get_file_writer", None)
-    if file_writer is None:  # not torch's SummaryWriter: fall back to one scalar per call
-        for value in values:
-            writer.add_scalar(value.tag, value.simple_value, global_step=step)
-        return
-    file_writer().add_summary(Summary(value=values), step)
+    # torch's SummaryWriter has no public call for several scalars in one event of one directory
+    # (add_scalars writes a directory per tag); add_scalar itself goes through this file writer.
+    writer._get_file_writer().add_summary(Summary(value=values), step)
 
 
 def write_eval_summary(writer, metrics: Mapping[str, Mapping[str, float]], step: int) -> None:

@@ -6,7 +6,7 @@ gets the same losses, metrics and metric names as a YAML-configured model.
 from __future__ import annotations
 
 import abc
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -178,14 +178,3 @@ def higher_is_better(metric_name: str) -> bool:
     """Whether a larger value of this metric is an improvement."""
     return metric_name not in ("loss", "mean_squared_error", "mean_absolute_error", "root_mean_squared_error")
 
-
-def per_feature_losses(
-    outputs: Dict[str, OutputFeature], logits: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor]
-) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """(mean loss per feature, summed loss per feature) for a batch."""
-    means, sums = {}, {}
-    for name, feature in outputs.items():
-        per_sample = feature.loss(logits[name], targets[name])
-        sums[name] = per_sample.sum()
-        means[name] = per_sample.mean()
-    return means, sums
