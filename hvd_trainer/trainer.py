@@ -32,7 +32,8 @@ from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.models.outputs import LOSS, higher_is_better
 from hvd_trainer.plateau import Plateau, improves, plateau_update
 from hvd_trainer.progress import ProgressTracker
-from hvd_trainer.summary import create_summary_writers, format_metrics_table, write_eval_summary, write_step_summary
+from hvd_trainer.summary import (NullSummaryWriter, create_summary_writers, format_metrics_table, write_eval_summary,
+                                 write_step_summary)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,14 @@ class Trainer:
         self._nonfinite_step: Optional[int] = None
         self._pending_control = None
         self._control_due = False
+        #: Control agreements (see _submit_control): the optimizer step of the next one, the
+        #: current spacing in steps, and (time, optimizer step) of the last one; None after a
+        #: pause in training (evaluation, epoch end), so that a pause is not counted as step time.
+        self._next_control_step = 0
+        self._control_spacing = self.CONTROL_FIRST_STEPS
+        self._control_clock: Optional[Tuple[float, int]] = None
+        #: Whether train_step folds each batch into the training metrics; decided per train().
+        self._accumulate_metrics = True
         self._optimizer_steps = 0
         self._resume_state: Optional[Dict[str, Any]] = None
         self.last_progress_tracker: Optional[ProgressTracker] = None
@@ -218,7 +227,7 @@ class Trainer:
             with torch.no_grad():
                 outputs = self.dist_model(inputs)
                 loss, all_losses = self.model.train_loss(targets, outputs, reg_type, reg_lambda)
-            if not self.config.evaluate_training_set:
+            if self._accumulate_metrics:
                 self.model.update_metrics(targets, outputs, (loss, all_losses))
             return loss, all_losses
 
@@ -253,7 +262,7 @@ class Trainer:
                 self.distributed.step(self.optimizer)
         if self.use_amp:
             self.scaler.update()
-        if not self.config.evaluate_training_set:
+        if self._accumulate_metrics:
             self.model.update_metrics(targets, outputs, (loss, all_losses))
         self.distributed.zero_grad(self.optimizer)
         return loss, all_losses
@@ -269,24 +278,37 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(variables, clipping.clipvalue)
 
     # ---- agreement between ranks ------------------------------------------------------------
-    #: Ranks agree on stop requests and NaN losses every this many optimizer steps, and on the
-    #: step before each evaluation. An extra collective costs Horovod a negotiation cycle
-    #: (measured: 7.0 -> 11.6 ms per step for a small MLP at np=2 when done every step); every
-    #: 20 steps it costs a few percent, and a signal or a NaN is acted on at most 20 steps
-    #: later, at the same step on every rank.
-    CONTROL_EVERY_STEPS = 20
+    #: Ranks agree on stop requests and NaN losses about this many seconds of training apart,
+    #: and on the step before each evaluation and the end. Each agreement is a collective that
+    #: costs Horovod a negotiation cycle (measured on a small MLP at np=2: 7.0 -> 11.6 ms per
+    #: step when done every step, and still 3-5% of its throughput every 20 steps), so its
+    #: spacing in steps follows the step time: hundreds of steps for a small model, every step
+    #: for one whose steps take a second. A signal or a NaN is acted on within about this time
+    #: (SLURM's grace after SIGTERM is 30 s by default), at the same step on every rank.
+    CONTROL_INTERVAL_SECONDS = 1.0
+    #: The first agreement of a train() call, before any step time is known, comes after this
+    #: many optimizer steps; later spacings stay within [1, CONTROL_MAX_STEPS].
+    CONTROL_FIRST_STEPS = 20
+    CONTROL_MAX_STEPS = 1000
 
     def _submit_control(self) -> None:
-        """Start a control allreduce: [stop request, first non-finite step + 1].
+        """Start a control allreduce: [stop request, earliest non-finite step, seconds per step].
 
         Submitted after the backward pass (see train_step) and read after the step. Every rank
         submits one at the same optimizer steps.
         """
-        # One max-reduction carries both: the strongest stop request, and the earliest NaN step
-        # of any rank (encoded as NONFINITE_BASE - step, so the earliest is the largest).
+        # One max-reduction carries all three: the strongest stop request; the earliest NaN step
+        # of any rank (encoded as NONFINITE_BASE - step, so the earliest is the largest); and the
+        # slowest rank's seconds per step since the last agreement (0: not measured), from which
+        # every rank derives the same spacing to the next one.
+        now = time.perf_counter()
+        seconds_per_step = 0.0
+        if self._control_clock is not None and self._optimizer_steps > self._control_clock[1]:
+            seconds_per_step = (now - self._control_clock[0]) / (self._optimizer_steps - self._control_clock[1])
+        self._control_clock = (now, self._optimizer_steps)
         flags = torch.tensor([float(self._signals.requested),
-                              NONFINITE_BASE - self._nonfinite_step if self._nonfinite_step is not None else 0.0],
-                             dtype=torch.float64)
+                              NONFINITE_BASE - self._nonfinite_step if self._nonfinite_step is not None else 0.0,
+                              seconds_per_step], dtype=torch.float64)
         if self.distributed.size() == 1:
             # Nothing to agree on; Horovod would still route it through its background thread.
             self._pending_control = PendingReduce(lambda: flags)
@@ -296,7 +318,12 @@ class Trainer:
     def _collect_control(self, session: TrainingSession) -> None:
         flags = self._pending_control.wait()
         self._pending_control = None
-        stop, nonfinite = int(flags[0].item()), int(flags[1].item())
+        stop, nonfinite, seconds_per_step = flags.tolist()
+        stop, nonfinite = int(stop), int(nonfinite)
+        if seconds_per_step > 0:
+            self._control_spacing = max(1, min(self.CONTROL_MAX_STEPS,
+                                               int(self.CONTROL_INTERVAL_SECONDS / seconds_per_step)))
+        self._next_control_step = self._control_clock[1] + self._control_spacing
         if nonfinite:
             raise TrainingDivergedError(
                 f"The training loss became NaN or infinite at step {NONFINITE_BASE - nonfinite} (epoch "
@@ -321,6 +348,11 @@ class Trainer:
         The metrics are the histories {feature: {metric: [[epoch, step, value], ...]}}.
         """
         self.stop_reason = None
+        # Accumulated training metrics are read only by evaluations that report them; a full pass
+        # (evaluate_training_set) or no evaluation at all would throw them away unread.
+        self._accumulate_metrics = not (self.config.evaluate_training_set or self.config.skip_all_evaluation)
+        self._control_spacing = self.CONTROL_FIRST_STEPS
+        self._next_control_step = self._optimizer_steps + self.CONTROL_FIRST_STEPS
         training_set, validation_set, test_set = (
             None if ds is None else self.model.prepare_dataset(ds) for ds in (training_set, validation_set, test_set))
         self._signals.install()
@@ -494,7 +526,9 @@ class Trainer:
         accumulation = self.gradient_accumulation_steps
         writer = session.writers["training"]
         progress_bar = session.progress_bar
+        log_steps = progress_bar is not None and not isinstance(writer, NullSummaryWriter)
         batch_idx = 0
+        self._control_clock = None
         self.distributed.zero_grad(self.optimizer)
         while not batcher.last_batch() and pt.steps < session.total_steps:
             for cb in batch_start:
@@ -508,7 +542,7 @@ class Trainer:
 
             # Also agree on the step before an evaluation or the end, so that nothing is evaluated
             # or saved after a NaN, and a late signal is not lost.
-            agree = should_step and (self._optimizer_steps % self.CONTROL_EVERY_STEPS == 0
+            agree = should_step and (self._optimizer_steps >= self._next_control_step
                                      or pt.steps + 1 >= min(session.next_evaluation, session.total_steps))
             self._control_due = agree
             loss, all_losses = self.train_step(inputs, targets, should_step=should_step)
@@ -520,14 +554,15 @@ class Trainer:
             if epoch_done:
                 # Count the epoch as done now, so a checkpoint taken at this step resumes in the next one.
                 pt.epoch, pt.epoch_step = pt.epoch + 1, 0
-            loss_value = float(loss.detach())
+            loss_value = loss.item()
             if not math.isfinite(loss_value) and self._nonfinite_step is None:
                 self._nonfinite_step = pt.steps
             if agree:
                 self._collect_control(session)
             session.last_loss, session.last_losses = loss, all_losses
             if progress_bar is not None:
-                write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
+                if log_steps:
+                    write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
                 progress_bar.update(1)
             for cb in batch_end:
                 cb.on_batch_end(self, pt, save_path, sync_step=should_step)
@@ -539,6 +574,7 @@ class Trainer:
                 session.next_evaluation += session.steps_per_checkpoint
                 if self._evaluate_and_checkpoint(session):
                     return True
+                self._control_clock = None
         return False
 
     def _evaluate_and_checkpoint(self, session: TrainingSession) -> bool:

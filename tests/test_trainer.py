@@ -56,6 +56,17 @@ def test_nan_on_one_rank_stops_every_rank_with_a_clear_message(ranks):
     assert ranks[0]["nan_error"] == ranks[1]["nan_error"]
 
 
+def test_control_agreements_follow_the_slowest_rank_at_the_same_steps(ranks):
+    # Rank 1 sleeps 10 ms per step; agreements are meant ~50 ms apart, so after the first two
+    # (the second is the first with a measured step time) they come at most 5 steps apart.
+    steps = ranks[0]["control_steps"]
+    assert steps == ranks[1]["control_steps"]
+    assert steps[0] == 20
+    gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
+    assert gaps and max(gaps) <= 5, steps
+    assert steps[-1] == ranks[0]["control_total_steps"] - 1  # the step before the end
+
+
 def test_lbfgs_is_refused_when_data_parallel(ranks):
     for r in ranks:
         assert r["lbfgs_error"] and "single process" in r["lbfgs_error"]

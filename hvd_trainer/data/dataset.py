@@ -113,7 +113,7 @@ class Batcher:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
+        return self._steps_per_epoch
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         n = len(self.dataset)
@@ -138,6 +138,8 @@ class Batcher:
             if int(batch_size) < 1:
                 raise DataError(f"The batch size must be at least 1, not {batch_size}.")
             self.batch_size = int(batch_size)
+        # Read twice per training step (last_batch), so computed here, where the batch size changes.
+        self._steps_per_epoch = math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
         self.epoch = epoch
         self.step = 0
         self._order = self._epoch_order(epoch)
@@ -147,7 +149,7 @@ class Batcher:
         self.step = min(self.step + steps, self.steps_per_epoch)
 
     def last_batch(self) -> bool:
-        return self.step >= self.steps_per_epoch
+        return self.step >= self._steps_per_epoch
 
     def next_batch(self) -> Dict[str, np.ndarray]:
         start = self.step * self.batch_size

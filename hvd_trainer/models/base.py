@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hvd_trainer.metrics import Metric, compute_metrics
+from hvd_trainer.models.columns import column_tensor
 from hvd_trainer.models.outputs import LOSS, OutputFeature
 
 COMBINED = "combined"
@@ -47,7 +48,7 @@ class TensorInput(InputFeature):
         return torch.zeros((batch_size,) + self.shape, dtype=self.dtype)
 
     def input_tensor(self, column):
-        return torch.as_tensor(column, dtype=self.dtype)
+        return column_tensor(column, self.dtype)
 
 
 class BaseModel(nn.Module, abc.ABC):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvd_trainer.models.base import InputFeature
+from hvd_trainer.models.columns import column_tensor
 from hvd_trainer.models.config import CategoryInputConfig, FeatureConfig
 
 
@@ -61,7 +62,7 @@ class NumberInput(InputFeature):
         return torch.randn(batch_size)
 
     def input_tensor(self, column) -> torch.Tensor:
-        return torch.as_tensor(column, dtype=torch.float32)
+        return column_tensor(column, torch.float32)
 
     def build_encoder(self) -> nn.Module:
         return Passthrough()
@@ -86,7 +87,7 @@ class CategoryInput(InputFeature):
         return torch.randint(0, self.vocab_size, (batch_size,))
 
     def input_tensor(self, column) -> torch.Tensor:
-        return torch.as_tensor(column, dtype=torch.int64)
+        return column_tensor(column, torch.int64)
 
     def build_encoder(self) -> nn.Module:
         enc = self.config.encoder

@@ -21,6 +21,7 @@ from hvd_trainer.metrics import (
     R2Score,
     RocAuc,
 )
+from hvd_trainer.models.columns import column_tensor
 
 LOSS = "loss"
 
@@ -102,7 +103,7 @@ class CategoryOutput(OutputFeature):
         return torch.randint(0, self.num_classes, (batch_size,))
 
     def target_tensor(self, column):
-        return torch.as_tensor(column).long()
+        return column_tensor(column, torch.int64)
 
 
 class BinaryOutput(OutputFeature):
@@ -139,7 +140,7 @@ class BinaryOutput(OutputFeature):
         return torch.randint(0, 2, (batch_size,)).float()
 
     def target_tensor(self, column):
-        return torch.as_tensor(column).float()
+        return column_tensor(column, torch.float32)
 
 
 class NumberOutput(OutputFeature):
@@ -168,7 +169,7 @@ class NumberOutput(OutputFeature):
         return torch.randn(batch_size)
 
     def target_tensor(self, column):
-        return torch.as_tensor(column).float()
+        return column_tensor(column, torch.float32)
 
 
 OUTPUT_TYPES = {"category": CategoryOutput, "binary": BinaryOutput, "number": NumberOutput}

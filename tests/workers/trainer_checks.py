@@ -1,11 +1,13 @@
 """Trainer scenarios run under horovodrun -np 2; each rank writes rank<R>.json.
 
 Scenarios: convergence (+ bit-identical weights), metrics over all ranks' data, the np=2 vs
-np=1 averaging equivalence, early stop asked by one rank only, and a NaN loss on one rank.
+np=1 averaging equivalence, early stop asked by one rank only, a NaN loss on one rank, and the
+spacing of the control agreements when one rank's steps are slower.
 """
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -39,6 +41,30 @@ class PoisonOnRank(Callback):
     def on_batch_start(self, trainer, progress_tracker, save_path):
         if trainer.distributed.rank() == self.rank and progress_tracker.steps == self.step:
             trainer.model.module[0].weight.data[0, 0] = float("nan")
+
+
+class SlowRank(Callback):
+    """One rank sleeps after each batch: its steps take longer than the other's."""
+
+    def __init__(self, rank, seconds):
+        self.rank, self.seconds = rank, seconds
+
+    def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+        if trainer.distributed.rank() == self.rank:
+            time.sleep(self.seconds)
+
+
+def record_control_steps(trainer):
+    """The optimizer steps at which `trainer` submits its control agreements."""
+    steps = []
+    submit = trainer._submit_control
+
+    def recording():
+        steps.append(trainer._optimizer_steps)
+        submit()
+
+    trainer._submit_control = recording
+    return steps
 
 
 def main(out_dir):
@@ -101,6 +127,14 @@ def main(out_dir):
     res["tuned_batch_size"] = t.tune_batch_size(train)
     res["tuner_restored_weights"] = flat_params(t.model) == before
     res["tuner_optimizer_state_empty"] = len(t.optimizer.state_dict()["state"]) == 0
+
+    # 8. control agreements: spaced by the slowest rank's step time, at the same steps everywhere
+    t = Trainer({"epochs": 2, "batch_size": 4, "skip_all_evaluation": True}, mlp_model(), distributed=s,
+                callbacks=[SlowRank(1, 0.01)], skip_save_model=True, skip_save_progress=True, skip_save_log=True)
+    t.CONTROL_INTERVAL_SECONDS = 0.05
+    res["control_steps"] = record_control_steps(t)
+    t.train(train, save_path=os.path.join(out_dir, "control"))
+    res["control_total_steps"] = t_pt(t).steps
 
     with open(os.path.join(out_dir, f"rank{r}.json"), "w") as fh:
         json.dump(res, fh)
