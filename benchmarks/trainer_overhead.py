@@ -12,7 +12,7 @@ stable where separate launches are not. Timing starts from a collected heap: oth
 full garbage collection of the setup's objects (100-200 ms here) lands at random inside the
 timed section. Target: trainer / bare >= 0.95.
 
-usage: python benchmarks/trainer_overhead.py [--launches 3] [--runs 3] [--epochs 10] [--json out.json]
+usage: python benchmarks/trainer_overhead.py [--launches 4] [--runs 3] [--epochs 10] [--json out.json]
 """
 from __future__ import annotations
 
@@ -95,6 +95,9 @@ def interleaved_run(epochs: int) -> dict:
                       skip_save_model=True, skip_save_progress=True, skip_save_log=True, callbacks=[interleave])
     data = Dataset({"x": x, "y": y})
     gc.collect()
+    # Ranks leave their garbage collections at different times; a rank that started its clock
+    # early would charge its wait in the trainer's first collective to the trainer.
+    strategy.barrier()
     start = time.perf_counter()
     trainer.train(data, save_path="/tmp/hvd_trainer_bench_overhead")
     trainer_seconds = time.perf_counter() - start - interleave.seconds
@@ -119,7 +122,7 @@ def worker(epochs: int, runs: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--launches", type=int, default=3, help="horovodrun launches per np")
+    p.add_argument("--launches", type=int, default=4, help="horovodrun launches per np")
     p.add_argument("--runs", type=int, default=3, help="interleaved trainings per launch")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--np", type=int, nargs="+", default=[1, 2])

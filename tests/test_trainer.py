@@ -298,3 +298,45 @@ def test_per_step_hooks_go_only_to_callbacks_that_define_them():
     cbs = [EpochOnly(), PerStep(), DuckTyped()]
     assert overriding(cbs, "on_batch_end") == cbs[1:]
     assert overriding(cbs, "on_batch_start") == cbs[2:]
+
+
+@pytest.mark.parametrize("config, accumulated", [
+    ({}, True),
+    ({"evaluate_training_set": True}, False),
+    ({"skip_all_evaluation": True}, False),
+])
+def test_training_metrics_are_accumulated_only_when_an_evaluation_reads_them(tmp_path, config, accumulated):
+    model = mlp_model()
+    calls, in_step = [], []  # update_metrics calls made by training steps (evaluations make others)
+    update = model.update_metrics
+    model.update_metrics = lambda *a, **k: (calls.extend(in_step), update(*a, **k))
+    train, val, _ = datasets(n_train=64)
+    t = Trainer({"epochs": 1, "batch_size": 16, **config}, model, distributed=LocalStrategy(), skip_save_log=True)
+    train_step = t.train_step
+
+    def marked_step(*a, **k):
+        in_step.append(1)
+        try:
+            return train_step(*a, **k)
+        finally:
+            in_step.clear()
+
+    t.train_step = marked_step
+    _, train_metrics, _, _ = t.train(train, val, save_path=str(tmp_path))
+    assert len(calls) == (4 if accumulated else 0)
+    if not config.get("skip_all_evaluation"):
+        assert train_metrics["y"]["accuracy"], "the training split still reports its metrics"
+
+
+def test_columns_of_the_right_dtype_become_tensors_without_a_copy():
+    import numpy as np
+
+    from hvd_trainer.models.columns import column_tensor
+
+    floats, ints = np.arange(6, dtype=np.float32), np.arange(6)
+    assert column_tensor(floats, torch.float32).data_ptr() == floats.ctypes.data
+    assert column_tensor(ints, torch.int64).data_ptr() == ints.ctypes.data
+    converted = column_tensor(ints, torch.float32)  # another dtype: converted, as torch.as_tensor does
+    assert converted.dtype == torch.float32 and converted.tolist() == floats.tolist()
+    assert column_tensor(ints[::2], torch.int64).tolist() == [0, 2, 4]  # strided: a copy
+    assert column_tensor([1, 2], torch.int64).tolist() == [1, 2]
