@@ -21,7 +21,7 @@ setup(
         "horovod==0.28.1",
         "mpi4py>=3.1",
         "tensorboard>=2.10",
-        "google-crc32c>=1.5",  # TensorBoard's event checksums in C (hvd_trainer/event_crc.py)
+        "google-crc32c>=1.5",  # event-file checksums in C (hvd_trainer/event_file.py)
         "pyyaml>=6",
         "numpy",
         "tqdm",

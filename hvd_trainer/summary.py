@@ -1,7 +1,7 @@
 """What the coordinator shows and records: TensorBoard scalars and the metrics table.
 
 Other ranks get NullSummaryWriter, whose methods do nothing, so the loop never branches on rank
-to log (and never builds a SummaryWriter, which would write event files from every rank).
+to log (and never opens an event file, which would be written from every rank).
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ SPLITS = ("training", "validation", "test")
 
 
 class NullSummaryWriter:
+    def add_scalars(self, *args, **kwargs) -> None:
+        pass
+
     def add_scalar(self, *args, **kwargs) -> None:
         pass
 
@@ -29,39 +32,29 @@ class NullSummaryWriter:
 
 
 def create_summary_writers(log_dir: str, enabled: bool) -> Dict[str, object]:
-    """{split: writer} under log_dir/<split>; no-op writers when not enabled."""
+    """{split: writer} under log_dir/<split>: TensorBoard event files, or no-op writers when not enabled."""
     if not enabled:
         return {split: NullSummaryWriter() for split in SPLITS}
-    from torch.utils.tensorboard import SummaryWriter
+    from hvd_trainer.event_file import EventFile
 
-    from hvd_trainer.event_crc import use_native_crc32c
-
-    use_native_crc32c()
-
-    return {split: SummaryWriter(os.path.join(log_dir, split)) for split in SPLITS}
+    return {split: EventFile(os.path.join(log_dir, split)) for split in SPLITS}
 
 
 def write_step_summary(writer, combined_loss: float, all_losses: Mapping[str, torch.Tensor], step: int,
                        learning_rate: Optional[float] = None) -> None:
     """The seed's per-step tags: combined/step_training_loss, {feature}/step_training_loss, combined/step_learning_rate.
 
-    All of a step's scalars go into one event: every event costs the writer a record, a flush
-    check and two checksums (pure Python unless google-crc32c is installed: ~70 us of GIL time
-    per event, see event_crc), so one event per step instead of one per scalar; readers see
-    the same tags.
+    All of a step's scalars go into one event (one record and two checksums instead of three);
+    readers see the same tags.
     """
     if writer is None or isinstance(writer, NullSummaryWriter):
         return
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    values = [Summary.Value(tag="combined/step_training_loss", simple_value=combined_loss)]
+    scalars = [("combined/step_training_loss", combined_loss)]
     for feature, loss in all_losses.items():
-        values.append(Summary.Value(tag=f"{feature}/step_training_loss", simple_value=float(loss.detach().float())))
+        scalars.append((f"{feature}/step_training_loss", float(loss.detach().float())))
     if learning_rate is not None:
-        values.append(Summary.Value(tag="combined/step_learning_rate", simple_value=learning_rate))
-    # torch's SummaryWriter has no public call for several scalars in one event of one directory
-    # (add_scalars writes a directory per tag); add_scalar itself goes through this file writer.
-    writer._get_file_writer().add_summary(Summary(value=values), step)
+        scalars.append(("combined/step_learning_rate", learning_rate))
+    writer.add_scalars(scalars, step)
 
 
 def write_eval_summary(writer, metrics: Mapping[str, Mapping[str, float]], step: int) -> None:

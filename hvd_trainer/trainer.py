@@ -286,9 +286,9 @@ class Trainer:
     #: for one whose steps take a second. A signal or a NaN is acted on within about this time
     #: (SLURM's grace after SIGTERM is 30 s by default), at the same step on every rank.
     CONTROL_INTERVAL_SECONDS = 1.0
-    #: The first agreement of a train() call, before any step time is known, comes after this
-    #: many optimizer steps; later spacings stay within [1, CONTROL_MAX_STEPS].
-    CONTROL_FIRST_STEPS = 20
+    #: A train() call agrees at its first step (which starts the clock) and then this many
+    #: steps later (the first measured step time); later spacings stay within [1, CONTROL_MAX_STEPS].
+    CONTROL_FIRST_STEPS = 4
     CONTROL_MAX_STEPS = 1000
 
     def _submit_control(self) -> None:
@@ -352,7 +352,7 @@ class Trainer:
         # (evaluate_training_set) or no evaluation at all would throw them away unread.
         self._accumulate_metrics = not (self.config.evaluate_training_set or self.config.skip_all_evaluation)
         self._control_spacing = self.CONTROL_FIRST_STEPS
-        self._next_control_step = self._optimizer_steps + self.CONTROL_FIRST_STEPS
+        self._next_control_step = self._optimizer_steps
         training_set, validation_set, test_set = (
             None if ds is None else self.model.prepare_dataset(ds) for ds in (training_set, validation_set, test_set))
         self._signals.install()

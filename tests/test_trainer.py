@@ -61,7 +61,7 @@ def test_control_agreements_follow_the_slowest_rank_at_the_same_steps(ranks):
     # (the second is the first with a measured step time) they come at most 5 steps apart.
     steps = ranks[0]["control_steps"]
     assert steps == ranks[1]["control_steps"]
-    assert steps[0] == 20
+    assert steps[:2] == [0, 4]
     gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
     assert gaps and max(gaps) <= 5, steps
     assert steps[-1] == ranks[0]["control_total_steps"] - 1  # the step before the end

@@ -1,0 +1,75 @@
+"""TensorBoard event files written by hvd_trainer: TensorBoard's own reader accepts them."""
+import os
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_crc
+
+from hvd_trainer import event_file
+from hvd_trainer.event_file import EventFile
+from hvd_trainer.summary import create_summary_writers, write_eval_summary, write_step_summary
+
+
+def read_scalars(log_dir):
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()  # TensorBoard's reader checks both checksums of every record, and drops bad ones
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 12, 100, 1000, 4096])
+def test_checksum_equals_tensorboards(monkeypatch, native, length):
+    if native and event_file._crc32c is None:
+        pytest.skip("google-crc32c has no C implementation here")
+    if not native:
+        monkeypatch.setattr(event_file, "_crc32c", None)
+    data = os.urandom(length)
+    assert event_file.masked_crc32c(data) == tensorboard_crc(data)
+
+
+def test_step_and_evaluation_scalars_read_back(tmp_path):
+    import torch
+
+    writers = create_summary_writers(str(tmp_path), enabled=True)
+    for step in range(1, 6):
+        write_step_summary(writers["training"], 1.0 / step, {"y": torch.tensor(2.0 * step)}, step, 0.01 * step)
+    write_eval_summary(writers["validation"], {"y": {"accuracy": 0.75}, "combined": {"loss": 0.5}}, 5)
+    for w in writers.values():
+        w.close()
+    training = read_scalars(tmp_path / "training")
+    assert [s for s, _ in training["combined/step_training_loss"]] == [1, 2, 3, 4, 5]
+    assert [v for _, v in training["combined/step_training_loss"]] == pytest.approx([1.0 / s for s in range(1, 6)])
+    assert [v for _, v in training["y/step_training_loss"]] == pytest.approx([2.0 * s for s in range(1, 6)])
+    assert [v for _, v in training["combined/step_learning_rate"]] == pytest.approx([0.01 * s for s in range(1, 6)])
+    assert read_scalars(tmp_path / "validation") == {"y/epoch_accuracy": [(5, 0.75)], "combined/epoch_loss": [(5, 0.5)]}
+    assert read_scalars(tmp_path / "test") == {}
+
+
+def test_events_are_buffered_until_flush_then_on_disk(tmp_path):
+    f = EventFile(str(tmp_path))
+    size = os.path.getsize(f.path)  # the file-version event is written at once
+    f.add_scalars([("a", 1.0)], step=1)
+    assert os.path.getsize(f.path) == size
+    f.flush()
+    assert os.path.getsize(f.path) > size
+    assert read_scalars(tmp_path) == {"a": [(1, 1.0)]}  # readable while the file is still open
+    f.close()
+
+
+def test_buffer_is_written_after_flush_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(EventFile, "FLUSH_SECONDS", 0.0)
+    f = EventFile(str(tmp_path))
+    size = os.path.getsize(f.path)
+    f.add_scalar("a", 2.0, global_step=3)
+    assert os.path.getsize(f.path) > size
+    f.close()
+    assert read_scalars(tmp_path) == {"a": [(3, 2.0)]}
+
+
+def test_bad_checksums_would_be_dropped_by_the_reader(tmp_path, monkeypatch):
+    """The read-back tests above can fail: TensorBoard drops records whose checksum is wrong."""
+    monkeypatch.setattr(event_file, "masked_crc32c", lambda data: 12345)
+    f = EventFile(str(tmp_path))
+    f.add_scalars([("a", 1.0)], step=1)
+    f.close()
+    assert read_scalars(tmp_path) == {}
