@@ -4,10 +4,10 @@ torch's SummaryWriter hands every event to a writer thread through a queue of te
 thread frames the event and checksums it twice (CRC32C, in pure Python without TensorFlow)
 before a file write. The handoff and the thread's Python work take the GIL from the training
 loop for ~65 us per event here: 10-16% of a small MLP's training loop at np=1 with one event
-per step (interleaved runs with and without logging; 2-6% with this writer). EventFile frames each event where it is
-added (a few microseconds with google-crc32c's C checksum), keeps the bytes in memory and
-writes them every FLUSH_SECONDS, at flush() (every evaluation) and at close(). The file is
-the same TFRecord stream of Event protos that TensorBoard reads.
+per step (interleaved runs with and without logging; 2-6% with this writer). EventFile frames
+each event where it is added (a few microseconds with google-crc32c's C checksum), keeps the
+bytes in memory and writes them every FLUSH_SECONDS, at flush() (every evaluation) and at
+close(). The file is the same TFRecord stream of Event protos that TensorBoard reads.
 """
 from __future__ import annotations
 
