@@ -146,12 +146,10 @@ class BaseModel(nn.Module, abc.ABC):
         return dataset
 
     def input_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
-        tensors = {n: f.input_tensor(batch[n]) for n, f in self.input_features.items()}
-        return tensors if _is_cpu(device) else {n: t.to(device, non_blocking=True) for n, t in tensors.items()}
+        return to_device({n: f.input_tensor(batch[n]) for n, f in self.input_features.items()}, device)
 
     def target_tensors(self, batch: Mapping[str, np.ndarray], device) -> Dict[str, torch.Tensor]:
-        tensors = {n: f.target_tensor(batch[n]) for n, f in self.output_features.items()}
-        return tensors if _is_cpu(device) else {n: t.to(device, non_blocking=True) for n, t in tensors.items()}
+        return to_device({n: f.target_tensor(batch[n]) for n, f in self.output_features.items()}, device)
 
     def create_sample_batch(self, batch_size: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         inputs = {n: f.create_sample_input(batch_size) for n, f in self.input_features.items()}
@@ -159,9 +157,12 @@ class BaseModel(nn.Module, abc.ABC):
         return inputs, targets
 
 
-def _is_cpu(device) -> bool:
-    """Batches are built on the CPU; there, .to() would be a no-op call per tensor and step."""
-    return device == "cpu" or getattr(device, "type", None) == "cpu"
+def to_device(tensors: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    """A batch's tensors on `device`. Batches are built on the CPU; there, .to() would be a
+    no-op call per tensor and step, so the dict is returned as it is."""
+    if device == "cpu" or getattr(device, "type", None) == "cpu":
+        return tensors
+    return {n: t.to(device, non_blocking=True) for n, t in tensors.items()}
 
 
 class BatchMetrics:
@@ -228,6 +229,7 @@ class BatchMetrics:
 
 def _cat(tensors: List[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
 
 class ModuleAdapter(BaseModel):
     """Train your own nn.Module with hvd_trainer.

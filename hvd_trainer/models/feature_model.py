@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvd_trainer.models.base import BaseModel, InputFeature
+from hvd_trainer.models.base import BaseModel, InputFeature, to_device
 from hvd_trainer.models.combiner import ConcatCombiner
 from hvd_trainer.models.config import CombinerConfig, FeatureConfig, ModelConfig, module_key
 from hvd_trainer.models.encoders import NumberInput, create_input_feature
@@ -58,10 +58,10 @@ class FeatureModel(BaseModel):
             block = batch.get(DENSE_BLOCK)
             if block is None:  # a dataset that was not prepared: stack this batch's columns
                 block = np.stack([batch[n] for n in self._dense_names], axis=1).astype(np.float32, copy=False)
-            tensors[DENSE_BLOCK] = torch.from_numpy(block).to(device, non_blocking=True)
+            tensors[DENSE_BLOCK] = torch.from_numpy(block)
         for name in self._input_keys:
-            tensors[name] = self.input_features[name].input_tensor(batch[name]).to(device, non_blocking=True)
-        return tensors
+            tensors[name] = self.input_features[name].input_tensor(batch[name])
+        return to_device(tensors, device)
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         encodings = []
