@@ -26,7 +26,7 @@ import task as bench  # noqa: E402
 #: (label, file suffix, function name): the parts of one step, by cumulative time.
 PARTS = [
     ("whole step loop (Trainer._train_loop)", "hvd_trainer/trainer.py", "_train_loop"),
-    ("train_step: forward+backward+step+metrics", "hvd_trainer/trainer.py", "train_step"),
+    ("train_step: forward+backward+step+metrics", "hvd_trainer/step.py", "__call__"),
     ("batcher.next_batch (numpy take of every column)", "hvd_trainer/data/dataset.py", "next_batch"),
     ("model.input_tensors (one tensor per input feature)", "hvd_trainer/models/base.py", "input_tensors"),
     ("model.target_tensors", "hvd_trainer/models/base.py", "target_tensors"),
@@ -40,12 +40,12 @@ PARTS = [
     ("zero_grad", "hvd_trainer/distributed/base.py", "zero_grad"),
     ("model.update_metrics (loss, accuracy, hits_at_k)", "hvd_trainer/models/base.py", "update_metrics"),
     ("write_step_summary (TensorBoard, 3 scalars)", "hvd_trainer/summary.py", "write_step_summary"),
-    ("control allreduce submit", "hvd_trainer/trainer.py", "_submit_control"),
-    ("control allreduce collect", "hvd_trainer/trainer.py", "_collect_control"),
+    ("control allreduce submit", "hvd_trainer/control.py", "submit"),
+    ("control allreduce collect", "hvd_trainer/control.py", "collect"),
     ("LR scheduler step", "hvd_trainer/lr_scheduler.py", "step"),
     ("progress bar (tqdm.update)", "tqdm/std.py", "update"),
     ("callbacks dispatch (Trainer.callback)", "hvd_trainer/trainer.py", "callback"),
-    ("float(loss) and isfinite", "hvd_trainer/trainer.py", "<lambda>"),
+    ("isfinite of the loss (Control.note_loss)", "hvd_trainer/control.py", "note_loss"),
 ]
 
 

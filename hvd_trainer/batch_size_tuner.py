@@ -6,6 +6,8 @@ without a GPU. Under Horovod every trial step runs a gradient allreduce, so ever
 the same trials: after each trial the ranks exchange (out of memory?, throughput) with one
 allgather and all take the same decision from the same numbers. Weights, optimizer and
 scheduler are snapshotted before and restored after, so tuning leaves no trace on the model.
+
+The tuner knows nothing of the Trainer: it is handed a step function and a snapshot/restore pair.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import copy
 import logging
 import statistics
 import time
-from typing import Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+
+from hvd_trainer.distributed.base import DistributedStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,9 @@ PATIENCE = 2
 WARMUP_STEPS = 3
 TIMED_STEPS = 10
 MAX_TRIALS = 20
+#: Without a GPU, tuning stops here: beyond it CPU throughput no longer improves and memory,
+#: not speed, becomes the limit (Ludwig uses the same cap).
+MAX_CPU_BATCH_SIZE = 128
 
 
 def select_best_batch_size(
@@ -76,50 +83,40 @@ def _median_step_time(step: Callable[[], None], sync: Callable[[], None]) -> flo
     return statistics.median(times)
 
 
-def max_batch_size_for(trainer, dataset_rows: int) -> int:
-    cap = trainer.config.max_batch_size
-    if not torch.cuda.is_available():
-        from hvd_trainer.trainer import MAX_CPU_BATCH_SIZE
-
-        cap = min(cap, MAX_CPU_BATCH_SIZE)
-    return max(1, min(cap, int(dataset_rows * 0.2)))
+def max_batch_size_for(max_batch_size: int, rows_per_rank: int, on_gpu: bool) -> int:
+    """The largest batch size worth trying: the config's cap, 20% of a rank's rows, MAX_CPU_BATCH_SIZE on CPU."""
+    cap = max_batch_size if on_gpu else min(max_batch_size, MAX_CPU_BATCH_SIZE)
+    return max(1, min(cap, int(rows_per_rank * 0.2)))
 
 
-def tune_batch_size(trainer, training_set, for_evaluation: bool = False) -> int:
-    """Run the search on every rank and return the same batch size everywhere."""
-    distributed = trainer.distributed
-    model = trainer.model
-    rows = training_set.global_size(distributed) // max(1, distributed.size())
-    limit = max_batch_size_for(trainer, rows)
-    what = "evaluation" if for_evaluation else "training"
-    if trainer.is_coordinator():
+def tune_batch_size(
+    step_for: Callable[[int], Callable[[], None]],
+    snapshot: Callable[[], Any],
+    restore: Callable[[Any], None],
+    distributed: DistributedStrategy,
+    limit: int,
+    what: str = "training",
+    device: Optional[torch.device] = None,
+) -> int:
+    """Run the search on every rank and return the same batch size everywhere.
+
+    step_for(b) builds one trial step at batch size b (a training step, or a forward pass for
+    the evaluation batch size); snapshot() / restore(s) save and put back whatever the trials
+    change (weights, optimizer, scheduler), so that tuning leaves no trace on the model.
+    """
+    if distributed.is_coordinator():
         logger.info("Tuning the %s batch size (up to %d per rank)...", what, limit)
-
-    snapshot = {
-        "model": copy.deepcopy(model.state_dict()),
-        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
-        "scheduler": trainer.scheduler.state_dict(),
-    }
-    device = trainer.device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    on_gpu = device is not None and device.type == "cuda"
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     def measure(batch_size: int) -> Tuple[bool, float]:
-        inputs, targets = model.create_sample_batch(batch_size)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        targets = {k: v.to(device) for k, v in targets.items()}
-        if for_evaluation:
-            def step():
-                with torch.no_grad():
-                    trainer.dist_model(inputs)
-        else:
-            def step():
-                trainer.train_step(inputs, targets)
+        step = step_for(batch_size)
         try:
             seconds = _median_step_time(step, sync)
         except torch.OutOfMemoryError:
             # Another rank may still be inside an allreduce of this trial; the tuner only
             # reaches this on devices where OOM hits every rank at the same size.
-            if device.type == "cuda":
+            if on_gpu:
                 torch.cuda.empty_cache()
             return True, 0.0
         return False, batch_size / seconds
@@ -128,20 +125,51 @@ def tune_batch_size(trainer, training_set, for_evaluation: bool = False) -> int:
         results = distributed.allgather_object((oom, throughput), name="hvd_trainer.tune_batch_size")
         return any(o for o, _ in results), min(t for _, t in results)
 
-    trainer.dist_model.train(not for_evaluation)
+    saved = snapshot()
     try:
         best, trials = select_best_batch_size(limit, measure, agree)
     finally:
-        model.load_state_dict(snapshot["model"])
-        trainer.optimizer.load_state_dict(snapshot["optimizer"])
-        trainer.scheduler.load_state_dict(snapshot["scheduler"])
-        distributed.zero_grad(trainer.optimizer)
-        model.reset_metrics()
-        trainer.dist_model.train()
+        restore(saved)
     # Every rank computed the same value from the same gathered numbers; rank 0's is broadcast
     # anyway so that the choice is, by construction, one value everywhere.
-    best = distributed.broadcast_object(best if trainer.is_coordinator() else None, name="hvd_trainer.best_batch_size")
-    if trainer.is_coordinator():
+    best = distributed.broadcast_object(best if distributed.is_coordinator() else None,
+                                        name="hvd_trainer.best_batch_size")
+    if distributed.is_coordinator():
         table = ", ".join(f"{b}: {t:.0f}/s" for b, t in trials)
         logger.info("Selected %s batch size %d per rank (throughput by batch size: %s).", what, best, table)
     return int(best)
+
+
+def sample_batch_trials(model, compiled_model: torch.nn.Module, device: torch.device,
+                        train_step: Callable[[Dict[str, torch.Tensor], Dict[str, torch.Tensor]], Any],
+                        for_evaluation: bool) -> Callable[[int], Callable[[], None]]:
+    """step_for(b): one training step (or a forward pass, for evaluation) on a sample batch of b rows."""
+    def step_for(batch_size: int) -> Callable[[], None]:
+        inputs, targets = model.create_sample_batch(batch_size)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        targets = {k: v.to(device) for k, v in targets.items()}
+        if not for_evaluation:
+            return lambda: train_step(inputs, targets)
+
+        def forward() -> None:
+            with torch.no_grad():
+                compiled_model(inputs)
+        return forward
+    return step_for
+
+
+def training_state_snapshot(model, optimizer: torch.optim.Optimizer, scheduler,
+                            distributed: DistributedStrategy) -> Tuple[Callable[[], Any], Callable[[Any], None]]:
+    """snapshot() / restore(s) of what tuning trials change: weights, optimizer, scheduler, metrics."""
+    def snapshot() -> Dict[str, Any]:
+        return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "scheduler": scheduler.state_dict()}
+
+    def restore(saved: Dict[str, Any]) -> None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        distributed.zero_grad(optimizer)
+        model.reset_metrics()
+        model.train()
+    return snapshot, restore

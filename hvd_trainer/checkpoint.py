@@ -149,16 +149,6 @@ class Checkpoint:
                 state[name] = obj.state_dict()
         return state
 
-    def save(self, path: str, **meta) -> None:
-        """Write the state (rank 0 only; the others return at once)."""
-        if self.distributed is not None and not self.distributed.is_coordinator():
-            return
-        write_state(path, self.state_dict(**meta))
-
-    def load(self, path: str, device: Optional[str] = "cpu", load_optimizer: bool = True) -> Dict[str, Any]:
-        """Restore from `path`; returns the saved meta dict."""
-        return self.apply(load_checkpoint_file(path, device), path, load_optimizer)
-
     def apply(self, state: Dict[str, Any], path: str, load_optimizer: bool = True) -> Dict[str, Any]:
         """Restore from a state already read from `path`; returns the saved meta dict."""
         try:

@@ -26,6 +26,15 @@ if TYPE_CHECKING:  # only for hints; the scheduler needs nothing from the module
 logger = logging.getLogger(__name__)
 
 
+def scaled_learning_rate(base: float, scaling: str, world_size: int) -> float:
+    """The LR every rank uses: data parallelism multiplies the effective batch by world_size."""
+    if scaling == "linear":
+        return base * world_size
+    if scaling == "sqrt":
+        return base * math.sqrt(world_size)
+    return base
+
+
 def learning_rate_at(step: int, base_lr: float, config: LRSchedulerConfig, warmup_steps: int, total_steps: int) -> float:
     """The learning rate used by optimizer step `step` (0-based), before any plateau reduction."""
     # 1) Linear warmup. The (step + 1) makes the first step already move (lr > 0) and the last
@@ -72,10 +81,10 @@ def _cosine_cycle_position(p: int, t_0: int, t_mult: int) -> Tuple[int, int]:
     return t_cur, t_i
 
 
-def warmup_steps_for(config: LRSchedulerConfig, steps_per_checkpoint: int, total_steps: int) -> int:
+def warmup_steps_for(config: LRSchedulerConfig, steps_per_evaluation: int, total_steps: int) -> int:
     """Warmup length in optimizer steps, from evaluation periods or a fraction of the run."""
     if config.warmup_evaluations:
-        return int(round(config.warmup_evaluations * steps_per_checkpoint))
+        return int(round(config.warmup_evaluations * steps_per_evaluation))
     return int(round(config.warmup_fraction * total_steps))
 
 
@@ -92,7 +101,7 @@ class LRScheduler:
         self,
         config: LRSchedulerConfig,
         optimizer: torch.optim.Optimizer,
-        steps_per_checkpoint: int = 0,
+        steps_per_evaluation: int = 0,
         total_steps: int = 0,
         base_lr: Optional[float] = None,
     ):
@@ -104,16 +113,16 @@ class LRScheduler:
         self.plateau_factor: float = 1.0
         self.warmup_steps: int = 0
         self.total_steps: int = 0
-        self.reset(steps_per_checkpoint, total_steps)
+        self.reset(steps_per_evaluation, total_steps)
 
-    def reset(self, steps_per_checkpoint: int, total_steps: int) -> None:
+    def reset(self, steps_per_evaluation: int, total_steps: int) -> None:
         """Re-derive warmup and decay lengths; the step count and plateau factor carry on.
 
         Called once the trainer knows the run's length, and again when the batch size changes
         it, so the curve bends to the new length instead of starting over.
         """
         self.total_steps = int(total_steps)
-        self.warmup_steps = warmup_steps_for(self.config, steps_per_checkpoint, self.total_steps)
+        self.warmup_steps = warmup_steps_for(self.config, steps_per_evaluation, self.total_steps)
         self._apply()
 
     def step(self) -> None:

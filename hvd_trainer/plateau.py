@@ -4,7 +4,9 @@ they agree without a collective."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
+
+from hvd_trainer.errors import ConfigError
 
 
 def improves(value: Optional[float], best: float, higher_better: bool) -> bool:
@@ -39,3 +41,33 @@ def plateau_update(value: float, state: Plateau, patience: int, higher_better: b
     since_action = state.evals_since_action + 1
     act = since_improvement >= patience and since_action >= patience
     return Plateau(best, since_improvement, 0 if act else since_action), act
+
+
+def increase_batch_size_on_plateau(pt, cfg, validation_field: str, higher_better: Callable[[str], bool]) -> Optional[int]:
+    """Ludwig's increase_batch_size_on_plateau rule, folded over one evaluation of the watched metric.
+
+    Updates the tracker's counters (and its batch_size when the rule acts); returns the old batch
+    size when the batch grew, else None. cfg is the trainer config.
+    """
+    if (pt.num_increases_batch_size >= cfg.increase_batch_size_on_plateau
+            or pt.batch_size >= cfg.increase_batch_size_on_plateau_max):
+        return None
+    split, metric = cfg.increase_batch_size_eval_split, cfg.increase_batch_size_eval_metric
+    value = pt.last_metric(split, validation_field, metric)
+    if value is None:
+        raise ConfigError(f"trainer.increase_batch_size_eval_metric {metric!r} on split {split!r} is not among "
+                          f"the metrics of {validation_field}; choose one the model reports (e.g. loss).")
+    state, act = plateau_update(
+        value,
+        Plateau(pt.best_increase_batch_size_eval_metric, pt.last_increase_batch_size_eval_metric_improvement,
+                pt.last_increase_batch_size),
+        cfg.increase_batch_size_on_plateau_patience, higher_better(metric))
+    (pt.best_increase_batch_size_eval_metric, pt.last_increase_batch_size_eval_metric_improvement,
+     pt.last_increase_batch_size) = state
+    if not act:
+        return None
+    old = pt.batch_size
+    pt.batch_size = min(int(old * cfg.increase_batch_size_on_plateau_rate), cfg.increase_batch_size_on_plateau_max)
+    pt.num_increases_batch_size += 1
+    pt.last_increase_batch_size_steps = pt.steps
+    return old

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from hvd_trainer.checkpoint import atomic_write_text
 
 MetricHistory = Dict[str, Dict[str, List[List[float]]]]
 
@@ -85,9 +84,6 @@ class ProgressTracker:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=True)
-
-    def save(self, path: str) -> None:
-        atomic_write_text(path, self.to_json())
 
 
 def _json_default(o):

@@ -78,7 +78,7 @@ def test_staircase_holds_the_lr_flat_within_each_decay_period():
 def test_cosine_with_restarts_matches_torch_after_warmup(t_mult):
     # warmup_evaluations counts evaluation periods: 1 period of 3 steps.
     config = LRSchedulerConfig(decay="cosine", t_0=5, t_mult=t_mult, eta_min=0.01, warmup_evaluations=1)
-    scheduler = LRScheduler(config, make_optimizer(), steps_per_checkpoint=3, total_steps=60)
+    scheduler = LRScheduler(config, make_optimizer(), steps_per_evaluation=3, total_steps=60)
     assert scheduler.warmup_steps == 3
     used = lrs_used(scheduler, 60)
 
@@ -106,9 +106,9 @@ def test_cosine_without_t_0_is_one_half_cosine_over_the_steps_after_warmup():
 
 
 def test_warmup_evaluations_use_steps_per_checkpoint_and_fraction_uses_total_steps():
-    assert warmup_steps_for(LRSchedulerConfig(warmup_evaluations=2), steps_per_checkpoint=7, total_steps=1000) == 14
-    assert warmup_steps_for(LRSchedulerConfig(warmup_fraction=0.05), steps_per_checkpoint=7, total_steps=1000) == 50
-    assert warmup_steps_for(LRSchedulerConfig(), steps_per_checkpoint=7, total_steps=1000) == 0
+    assert warmup_steps_for(LRSchedulerConfig(warmup_evaluations=2), steps_per_evaluation=7, total_steps=1000) == 14
+    assert warmup_steps_for(LRSchedulerConfig(warmup_fraction=0.05), steps_per_evaluation=7, total_steps=1000) == 50
+    assert warmup_steps_for(LRSchedulerConfig(), steps_per_evaluation=7, total_steps=1000) == 0
 
 
 def test_linear_decay_never_goes_below_zero_past_total_steps():
@@ -119,7 +119,7 @@ def test_linear_decay_never_goes_below_zero_past_total_steps():
 def test_reset_keeps_the_step_count_and_bends_the_curve_to_the_new_length():
     scheduler = LRScheduler(LRSchedulerConfig(decay="linear"), make_optimizer(), total_steps=100)
     lrs_used(scheduler, 50)
-    scheduler.reset(steps_per_checkpoint=10, total_steps=200)
+    scheduler.reset(steps_per_evaluation=10, total_steps=200)
     assert scheduler.step_count == 50
     assert scheduler.get_last_lr()[0] == pytest.approx(BASE_LR * 150 / 200)
 
@@ -231,7 +231,7 @@ def test_without_reduce_on_plateau_eval_step_reads_nothing():
 def test_state_dict_round_trip_mid_schedule_continues_the_same_curve_bit_for_bit():
     config = LRSchedulerConfig(decay="cosine", t_0=17, t_mult=2, eta_min=0.001, warmup_fraction=0.1,
                                reduce_on_plateau=1, reduce_on_plateau_patience=1, reduce_on_plateau_rate=0.3)
-    original = LRScheduler(config, make_optimizer(), steps_per_checkpoint=10, total_steps=200)
+    original = LRScheduler(config, make_optimizer(), steps_per_evaluation=10, total_steps=200)
     tracker = ProgressTracker()
     lrs_used(original, 37)
     evaluate(original, tracker, "loss", 1.0)

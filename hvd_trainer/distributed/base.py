@@ -9,12 +9,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, List, Optional
 
 import torch
-
-if TYPE_CHECKING:
-    from hvd_trainer.config import TrainerConfig
 
 REDUCE_OPS = ("average", "sum", "min", "max")
 
@@ -80,13 +77,10 @@ class DistributedStrategy(abc.ABC):
         return [obj]
 
     # ---- model and optimizer -------------------------------------------------------------
-    def prepare(
-        self, model: torch.nn.Module, trainer_config: "TrainerConfig", base_learning_rate: float
-    ) -> Tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """Build the optimizer from the config, wrapped as this backend needs."""
-        from hvd_trainer.optimizers import create_optimizer
-
-        return model, create_optimizer(model, trainer_config.optimizer, base_learning_rate)
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                       gradient_accumulation_steps: int = 1) -> torch.optim.Optimizer:
+        """The optimizer the trainer built, wrapped as this backend needs (unchanged here)."""
+        return optimizer
 
     def sync_model(self, model: torch.nn.Module) -> None:
         """Make every rank's parameters and buffers equal to rank 0's."""
@@ -114,9 +108,6 @@ class DistributedStrategy(abc.ABC):
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad()
 
-    def set_batch_size(self, model: torch.nn.Module, batch_size: int) -> None:
-        """Tell the backend the per-rank batch size (no backend here needs it)."""
-
     # ---- helpers -------------------------------------------------------------------------
     def return_first(self, fn: Callable) -> Callable:
         """Wrap fn so that rank 0 returns its result and the other ranks return None."""
@@ -129,6 +120,7 @@ class DistributedStrategy(abc.ABC):
         return wrapped
 
     def allow_gradient_accumulation(self) -> bool:
+        """Whether gradient_accumulation_steps > 1 works with this backend (the trainer refuses it otherwise)."""
         return True
 
     def allow_mixed_precision(self) -> bool:
@@ -151,10 +143,11 @@ class DistributedStrategy(abc.ABC):
 
     @classmethod
     def is_available(cls) -> bool:
+        """Whether this backend can run here (SPEC section 3 names it in the strategy interface)."""
         return True
 
     def shutdown(self) -> None:
-        """Release the backend; the strategy cannot be used afterwards."""
+        """Release the backend; the strategy cannot be used afterwards (SPEC section 3's interface)."""
 
 
 class LocalStrategy(DistributedStrategy):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable, ContextManager, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, List, Optional
 
 import torch
 
@@ -164,12 +164,8 @@ class HorovodStrategy(DistributedStrategy):
         return list(torch.split(gathered, lengths.tolist(), dim=0))
 
     # ---- model and optimizer -------------------------------------------------------------
-    def prepare(
-        self, model: torch.nn.Module, trainer_config, base_learning_rate: float
-    ) -> Tuple[torch.nn.Module, torch.optim.Optimizer]:
-        from hvd_trainer.optimizers import create_optimizer
-
-        optimizer = create_optimizer(model, trainer_config.optimizer, base_learning_rate)
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                       gradient_accumulation_steps: int = 1) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.LBFGS):
             if self.size() > 1:
                 raise ConfigError(
@@ -178,20 +174,19 @@ class HorovodStrategy(DistributedStrategy):
                     "re-evaluation would need its own gradient allreduce. Use adam, adamw or sgd "
                     f"at {self.size()} ranks, or run lbfgs with a single process (-np 1)."
                 )
-            return model, optimizer
+            return optimizer
         hvd = self._hvd
         compression = hvd.Compression.fp16 if self.compression == "fp16" else hvd.Compression.none
         op = {"average": hvd.Average, "sum": hvd.Sum, "adasum": hvd.Adasum}[self.op]
         # Horovod: averaging happens in backward hooks; backward_passes_per_step tells them to
         # accumulate that many local backward passes before one allreduce.
-        optimizer = hvd.DistributedOptimizer(
+        return hvd.DistributedOptimizer(
             optimizer,
             named_parameters=model.named_parameters(),
             compression=compression,
-            backward_passes_per_step=trainer_config.gradient_accumulation_steps_resolved(),
+            backward_passes_per_step=gradient_accumulation_steps,
             op=op,
         )
-        return model, optimizer
 
     def sync_model(self, model: torch.nn.Module) -> None:
         # Horovod: every rank starts from rank 0's weights (and buffers, e.g. batch-norm stats).
@@ -231,6 +226,7 @@ class HorovodStrategy(DistributedStrategy):
 
     @classmethod
     def is_available(cls) -> bool:
+        """Whether horovod.torch imports here (SPEC section 3's interface)."""
         try:
             import horovod.torch  # noqa: F401
         except ImportError:

@@ -13,6 +13,7 @@ import torch
 
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.distributed import init_dist_strategy
+from hvd_trainer.optimizers import create_optimizer
 
 
 def linear_model(seed):
@@ -37,7 +38,9 @@ def one_step_distributed(strategy, accum=1, compression_strategy=None):
     """One SGD step where rank r's data is rank_batch(r); with accum, two half-batches."""
     s = compression_strategy or strategy
     model = linear_model(0)
-    model, opt = s.prepare(model, sgd_config(accum), 0.1)
+    config = sgd_config(accum)
+    opt = s.wrap_optimizer(create_optimizer(model, config.optimizer, 0.1), model,
+                           config.gradient_accumulation_steps_resolved())
     x, y = rank_batch(s.rank(), b=4)
     chunks = [(x, y)] if accum == 1 else [(x[:2], y[:2]), (x[2:], y[2:])]
     for cx, cy in chunks:

@@ -57,13 +57,13 @@ class SlowRank(Callback):
 def record_control_steps(trainer):
     """The optimizer steps at which `trainer` submits its control agreements."""
     steps = []
-    submit = trainer._submit_control
+    submit = trainer.control.submit
 
     def recording():
-        steps.append(trainer._optimizer_steps)
+        steps.append(trainer.control.optimizer_steps)
         submit()
 
-    trainer._submit_control = recording
+    trainer.control.submit = recording
     return steps
 
 
@@ -131,7 +131,7 @@ def main(out_dir):
     # 8. control agreements: spaced by the slowest rank's step time, at the same steps everywhere
     t = Trainer({"epochs": 2, "batch_size": 4, "skip_all_evaluation": True}, mlp_model(), distributed=s,
                 callbacks=[SlowRank(1, 0.01)], skip_save_model=True, skip_save_progress=True, skip_save_log=True)
-    t.CONTROL_INTERVAL_SECONDS = 0.05
+    t.control.interval_seconds = 0.05
     res["control_steps"] = record_control_steps(t)
     t.train(train, save_path=os.path.join(out_dir, "control"))
     res["control_total_steps"] = t_pt(t).steps
