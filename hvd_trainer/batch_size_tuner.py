@@ -173,3 +173,16 @@ def training_state_snapshot(model, optimizer: torch.optim.Optimizer, scheduler,
         model.reset_metrics()
         model.train()
     return snapshot, restore
+
+
+def tune_model_batch_size(model, compiled_model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                          train_step: Callable[..., Any], distributed: DistributedStrategy, device: torch.device,
+                          max_batch_size: int, training_set, for_evaluation: bool = False) -> int:
+    """tune_batch_size for a model and its optimizer: trials on sample batches, everything restored after."""
+    rows = training_set.global_size(distributed) // max(1, distributed.size())
+    limit = max_batch_size_for(max_batch_size, rows, torch.cuda.is_available())
+    trials = sample_batch_trials(model, compiled_model, device, train_step, for_evaluation)
+    snapshot, restore = training_state_snapshot(model, optimizer, scheduler, distributed)
+    compiled_model.train(not for_evaluation)
+    return tune_batch_size(trials, snapshot, restore, distributed, limit,
+                           "evaluation" if for_evaluation else "training", device)

@@ -83,20 +83,20 @@ def _load_on_coordinator(manager: CheckpointManager, progress_path: str, schedul
     return {"tracker": meta.get("progress"), "scheduler": scheduler.state_dict(), "rng": meta.get("rng_states")}
 
 
-def remap(progress: ProgressTracker, old_size: int, new_size: int, steps_per_epoch: int) -> ProgressTracker:
+def remap(progress: ProgressTracker, old_size: int, new_size: int, batches_per_epoch: int) -> ProgressTracker:
     """The same run at another world size: the epoch position mapped by samples seen.
 
-    A step at world size n takes batch_size x n samples, so the samples already seen in this
-    epoch take ceil(epoch_step x old / new) steps at the new size (capped at one epoch). Returns
+    A batch at world size n takes batch_size x n samples, so the samples already seen in this
+    epoch take ceil(epoch_step x old / new) batches at the new size (capped at one epoch). Returns
     a new tracker; `progress` is not changed.
     """
     new_step = math.ceil(progress.epoch_step * progress.batch_size * old_size / (progress.batch_size * new_size)) \
         if progress.batch_size else progress.epoch_step
-    return dataclasses.replace(progress, epoch_step=min(new_step, steps_per_epoch), world_size=new_size)
+    return dataclasses.replace(progress, epoch_step=min(new_step, batches_per_epoch), world_size=new_size)
 
 
 def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler, config: TrainerConfig,
-                     steps_per_epoch: int, distributed: DistributedStrategy, base_lr: float) -> ProgressTracker:
+                     batches_per_epoch: int, distributed: DistributedStrategy, base_lr: float) -> ProgressTracker:
     """Size the LR schedule for the run; a resumed run gets its scheduler and RNG states back.
 
     At another world size than the run that wrote the checkpoint, the data is re-sharded: the
@@ -106,13 +106,13 @@ def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler,
     size = distributed.size()
     resized = resumed is not None and pt.world_size != size
     if resized:
-        remapped = remap(pt, pt.world_size, size, steps_per_epoch)
+        remapped = remap(pt, pt.world_size, size, batches_per_epoch)
         if distributed.is_coordinator():
             logger.info("Resuming a run trained on %d rank(s) with %d rank(s): data re-sharded, learning rate "
-                        "re-scaled from %.3g to %.3g, epoch position %d -> %d step(s).", pt.world_size, size,
+                        "re-scaled from %.3g to %.3g, epoch position %d -> %d batch(es).", pt.world_size, size,
                         resumed.scheduler_state["base_lr"], base_lr, pt.epoch_step, remapped.epoch_step)
         pt = remapped
-    schedule = Schedule.of(config, steps_per_epoch, pt)
+    schedule = Schedule.of(config, batches_per_epoch, pt)
     scheduler.reset(schedule.steps_per_evaluation, schedule.total_steps)
     if resumed:
         scheduler.load_state_dict(resumed.scheduler_state)

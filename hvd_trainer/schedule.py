@@ -1,5 +1,10 @@
 """The run's length in optimizer steps, as a pure function of the config and the data.
 
+Every count here is in optimizer steps, the unit of the progress tracker's `steps`, of
+`train_steps`, `steps_per_checkpoint`, the LR warmup and decay, and early stopping. With
+gradient accumulation an optimizer step takes `gradient_accumulation_steps` batches (the last
+step of an epoch may take fewer), so an epoch of B batches is ceil(B / accumulation) steps.
+
 One place computes how many steps an epoch has, how many the whole run has, how often it is
 evaluated and how many steps without improvement end it; the trainer asks again whenever an
 input changes (the batch size grew on a plateau, a resume at another world size), so that the
@@ -16,6 +21,9 @@ from hvd_trainer.progress import ProgressTracker
 
 @dataclass(frozen=True)
 class Schedule:
+    #: Batches per epoch on this rank (the batcher's count).
+    batches_per_epoch: int
+    #: Optimizer steps per epoch: ceil(batches_per_epoch / gradient accumulation).
     steps_per_epoch: int
     #: The step count at which training ends (train_steps, or the steps the remaining epochs take).
     total_steps: int
@@ -25,20 +33,23 @@ class Schedule:
     early_stopping_steps: int
 
     @classmethod
-    def of(cls, config: TrainerConfig, steps_per_epoch: int,
+    def of(cls, config: TrainerConfig, batches_per_epoch: int,
            progress: Optional[ProgressTracker] = None) -> "Schedule":
-        """The schedule of a run at `progress` (None: not started) with `steps_per_epoch` from now on.
+        """The schedule of a run at `progress` (None: not started) with `batches_per_epoch` from now on.
 
         Without train_steps the run ends after config.epochs epochs: the steps already taken plus
         what the remaining epochs take at today's steps per epoch (for a fresh run, epochs x steps).
         """
-        steps, epoch, epoch_step = (progress.steps, progress.epoch, progress.epoch_step) if progress else (0, 0, 0)
+        accumulation = config.gradient_accumulation_steps_resolved()
+        steps_per_epoch = -(-batches_per_epoch // accumulation)
+        steps, epoch, epoch_batch = (progress.steps, progress.epoch, progress.epoch_step) if progress else (0, 0, 0)
         if config.train_steps:
             total = config.train_steps
         else:
-            total = steps + max(0, (config.epochs - epoch) * steps_per_epoch - epoch_step)
+            # The tracker's epoch_step counts batches; the steps they took, rounded up.
+            total = steps + max(0, (config.epochs - epoch) * steps_per_epoch - -(-epoch_batch // accumulation))
         per_evaluation = min(steps_per_evaluation(config, steps_per_epoch), max(1, total))
-        return cls(steps_per_epoch, total, per_evaluation, per_evaluation * config.early_stop)
+        return cls(batches_per_epoch, steps_per_epoch, total, per_evaluation, per_evaluation * config.early_stop)
 
     def next_evaluation_after(self, steps: int) -> int:
         """The first evaluation step after `steps`, on multiples of steps_per_evaluation."""

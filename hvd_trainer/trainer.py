@@ -1,11 +1,11 @@
 """Trainer: Ludwig's ECD training loop on a DistributedStrategy.
 
 The loop, in short: shard the data, scale the LR by world size, broadcast rank 0's weights and
-optimizer state, then per batch forward -> backward (gradients averaged by the strategy) ->
-clip -> step; every `steps_per_checkpoint` steps evaluate on all ranks' data, save a
-checkpoint, and decide together whether to stop. Each decision is asked of a part:
-`Control` (signals and NaN, agreed between ranks), `Schedule` (the run's length), `best`
-(best model and early stopping), `resume` (find -> broadcast -> load), the batch size tuner.
+optimizer state, then per batch forward -> backward (gradients averaged by the strategy) -> clip
+-> step; every `steps_per_checkpoint` steps evaluate on all ranks' data, save a checkpoint, and
+decide together whether to stop. Each decision is asked of a part: `Control` (signals and NaN,
+agreed between ranks), `Schedule` (the run's length), `best` (best model, early stopping),
+`resume` (find -> broadcast -> load), `TrainStep`, `Evaluator`, `Checkpointer`, the tuner.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from hvd_trainer import best, signals
-from hvd_trainer.batch_size_tuner import (MAX_CPU_BATCH_SIZE, max_batch_size_for, sample_batch_trials,
-                                          training_state_snapshot, tune_batch_size)
+from hvd_trainer.batch_size_tuner import MAX_CPU_BATCH_SIZE, tune_model_batch_size
 from hvd_trainer.callbacks import Callback, overriding
 from hvd_trainer.checkpointer import Checkpointer
 from hvd_trainer.config import TrainerConfig
@@ -159,10 +158,8 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------
     def train(self, training_set: Dataset, validation_set: Optional[Dataset] = None, test_set: Optional[Dataset] = None,
               save_path: str = "model", return_state_dict: bool = False):
-        """Train; returns (model or state dict, train_metrics, validation_metrics, test_metrics).
-
-        The metrics are the histories {feature: {metric: [[epoch, step, value], ...]}}.
-        """
+        """Train; returns (model or state dict, and the training, validation and test metric histories,
+        each {feature: {metric: [[epoch, step, value], ...]}})."""
         self.stop_reason = None
         # Accumulated training metrics are read only by evaluations that report them; a full pass
         # (evaluate_training_set) or no evaluation at all would throw them away unread.
@@ -253,7 +250,7 @@ class Trainer:
         while pt.steps < session.schedule.total_steps and not should_stop:
             batcher = session.batcher
             batcher.set_epoch(pt.epoch, pt.batch_size)
-            if batcher.steps_per_epoch != session.schedule.steps_per_epoch:
+            if batcher.steps_per_epoch != session.schedule.batches_per_epoch:
                 self._rescale_schedule(session)
             if pt.epoch_step:
                 batcher.skip(pt.epoch_step)
@@ -306,28 +303,30 @@ class Trainer:
             agree = should_step and control.due(pt.steps + 1 >= min(session.next_evaluation, schedule.total_steps))
             loss, all_losses = self.train_step(model.input_tensors(batch, device), model.target_tensors(batch, device),
                                                should_step, control if agree else None)
+            pt.epoch_step += 1
+            loss_value = loss.item()
+            control.note_loss(loss_value, pt.steps + 1)
+            session.last_loss, session.last_losses = loss, all_losses
             if should_step:
+                # Steps, the LR schedule and evaluations count optimizer steps (see schedule.py).
                 control.stepped()
                 self.scheduler.step()
-            pt.steps += 1
-            pt.epoch_step += 1
-            if epoch_done:
-                # Count the epoch as done now, so a checkpoint taken at this step resumes in the next one.
-                pt.epoch, pt.epoch_step = pt.epoch + 1, 0
-            loss_value = loss.item()
-            control.note_loss(loss_value, pt.steps)
-            if agree:
-                decision = control.collect()
-                decision.raise_if_diverged(pt.epoch, session.checkpointer.last_good_hint())
-                if decision.stop_reason and self.stop_reason is None:
-                    self.stop_reason = decision.stop_reason
-            session.last_loss, session.last_losses = loss, all_losses
-            if progress_bar is not None:
-                if log_steps:
-                    write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
-                progress_bar.update(1)
+                pt.steps += 1
+                if epoch_done:
+                    # Count the epoch as done now, so a checkpoint taken at this step resumes in the next one.
+                    pt.epoch, pt.epoch_step = pt.epoch + 1, 0
+                if agree:  # what the ranks agreed: an error on a NaN anywhere, or a stop at a signal
+                    decision = control.collect()
+                    decision.raise_if_diverged(pt.epoch, session.checkpointer.last_good_hint())
+                    self.stop_reason = self.stop_reason or decision.stop_reason
+                if progress_bar is not None:
+                    if log_steps:
+                        write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
+                    progress_bar.update(1)
             for cb in batch_end:
                 cb.on_batch_end(self, pt, save_path, sync_step=should_step)
+            if not should_step:
+                continue  # a checkpoint never falls between the batches of one accumulated step
             if self.stop_reason is not None:
                 self._save_on_stop(session)
                 return True
@@ -345,6 +344,7 @@ class Trainer:
         return should_break
 
     def _save_on_stop(self, session: TrainingSession) -> None:
+        self.distributed.average_batch_norm_statistics(self.model)
         session.save_progress(self.scheduler.get_last_lr()[0])
         session.checkpointer.manager.wait()  # stopping: the checkpoint must be on disk before we say so
         if self.is_coordinator():
@@ -361,6 +361,8 @@ class Trainer:
         """Evaluate on training (accumulated), validation and test; returns whether to stop."""
         pt, start, save_path = session.progress_tracker, time.time(), session.save_path
         self.callback(lambda c: c.on_eval_start(self, pt, save_path))
+        # One model evaluated and saved: BatchNorm statistics averaged over ranks first.
+        self.distributed.average_batch_norm_statistics(self.model)
         pt.checkpoint_number += 1
         tables = self.evaluator.run(
             pt, session.training_set, {"validation": session.validation_set, "test": session.test_set},
@@ -414,13 +416,9 @@ class Trainer:
     # ---- batch size tuning ------------------------------------------------------------------
     def tune_batch_size(self, training_set: Dataset, for_evaluation: bool = False) -> int:
         """The batch size with the best throughput, the same on every rank (see batch_size_tuner)."""
-        rows = training_set.global_size(self.distributed) // max(1, self.distributed.size())
-        limit = max_batch_size_for(self.config.max_batch_size, rows, torch.cuda.is_available())
-        trials = sample_batch_trials(self.model, self.compiled_model, self.device, self.train_step, for_evaluation)
-        snapshot, restore = training_state_snapshot(self.model, self.optimizer, self.scheduler, self.distributed)
-        self.compiled_model.train(not for_evaluation)
-        return tune_batch_size(trials, snapshot, restore, self.distributed, limit,
-                               "evaluation" if for_evaluation else "training", self.device)
+        return tune_model_batch_size(self.model, self.compiled_model, self.optimizer, self.scheduler, self.train_step,
+                                     self.distributed, self.device, self.config.max_batch_size, training_set,
+                                     for_evaluation)
 
     # ---- online training ------------------------------------------------------------------
     def train_online(self, dataset: Dataset) -> BaseModel:

@@ -85,6 +85,29 @@ class DistributedStrategy(abc.ABC):
     def sync_model(self, model: torch.nn.Module) -> None:
         """Make every rank's parameters and buffers equal to rank 0's."""
 
+    def average_batch_norm_statistics(self, model: torch.nn.Module) -> None:
+        """Set every BatchNorm's running mean and variance to their average over ranks (one allreduce).
+
+        Each rank's running statistics follow only its own shard. Called before every evaluation
+        and checkpoint, so that what is evaluated (on every rank's shard) is one model, and the
+        checkpoint rank 0 writes holds that same model: the metrics a run reports are then those
+        of the saved model. Training in between goes on with per-rank statistics, as
+        Horovod's and DDP's default BatchNorm does (not SyncBatchNorm, which would add an
+        allreduce to every forward pass).
+        """
+        if self.size() == 1:
+            return
+        buffers = [b for m in model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                   for b in (m.running_mean, m.running_var) if b is not None]
+        if not buffers:
+            return
+        averaged = self.allreduce(torch.cat([b.detach().reshape(-1).double() for b in buffers]), op="average")
+        offset = 0
+        for b in buffers:
+            b.copy_(averaged[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
     def sync_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Make every rank's optimizer state equal to rank 0's."""
 

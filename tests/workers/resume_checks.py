@@ -1,6 +1,9 @@
 """A training run for the resume / signal / kill tests, launched under horovodrun or alone.
 
 usage: resume_checks.py OUT_DIR RUN_DIR EPOCHS [--resume] [--slow SECONDS] [--tag NAME]
+                        [--accumulation N] [--train-steps N] [--lr-schedule]
+
+--lr-schedule: warmup over a quarter of the run, then linear decay (the LR curve test).
 
 Each rank writes OUT_DIR/<tag>.pid<R> at start and OUT_DIR/<tag>.rank<R>.json at the end
 (final weights, the training loss history, why training stopped, and the exit code it uses).
@@ -37,6 +40,9 @@ def main():
     p.add_argument("--resume", action="store_true")
     p.add_argument("--slow", type=float, default=0.0)
     p.add_argument("--tag", default="run")
+    p.add_argument("--accumulation", type=int, default=1)
+    p.add_argument("--train-steps", type=int)
+    p.add_argument("--lr-schedule", action="store_true")
     a = p.parse_args()
     s = init_dist_strategy("auto")
     logging.basicConfig(level=logging.INFO if s.rank() == 0 else logging.WARNING, format="%(message)s")
@@ -45,7 +51,10 @@ def main():
         fh.write(str(os.getpid()))
     train, val, _ = datasets(n_train=480, n_val=64)
     config = {"epochs": a.epochs, "batch_size": 16, "learning_rate": 0.003, "early_stop": -1,
-              "checkpoints_per_epoch": 2, "optimizer": {"type": "adam"}}
+              "checkpoints_per_epoch": 2, "optimizer": {"type": "adam"}, "gradient_accumulation_steps": a.accumulation,
+              "train_steps": a.train_steps}
+    if a.lr_schedule:
+        config["learning_rate_scheduler"] = {"warmup_fraction": 0.25, "decay": "linear"}
     callbacks = [Slow(a.slow)] if a.slow else []
     t = Trainer(config, mlp_model(seed=1, dropout=0.2), distributed=s, resume=a.resume, callbacks=callbacks,
                 random_seed=5)
@@ -55,18 +64,21 @@ def main():
     with open(os.path.join(a.out_dir, f"{a.tag}.rank{r}.json"), "w") as fh:
         json.dump({"params": flat_params(t.model if t.stop_reason else _latest_weights(t)), "steps": pt.steps,
                    "loss_history": pt.train_metrics["combined"]["loss"], "stop_reason": t.stop_reason,
-                   "exit_code": code, "world_size": s.size(), "step_losses": _step_losses(a.run_dir)}, fh)
+                   "exit_code": code, "world_size": s.size(), "step_losses": _step_series(a.run_dir),
+                   "step_learning_rates": _step_series(a.run_dir, "combined/step_learning_rate"),
+                   "total_steps": t.scheduler.total_steps, "warmup_steps": t.scheduler.warmup_steps,
+                   "base_lr": t.scheduler.base_lr}, fh)
     sys.exit(code)
 
 
-def _step_losses(run_dir):
-    """The per-step training loss curve from TensorBoard (all event files: first run and resumes)."""
+def _step_series(run_dir, tag="combined/step_training_loss"):
+    """A per-step curve from TensorBoard (all event files: first run and resumes)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(os.path.join(run_dir, "logs", "training")).Reload()
-    if "combined/step_training_loss" not in acc.Tags()["scalars"]:
+    if tag not in acc.Tags()["scalars"]:
         return []
-    return [[e.step, e.value] for e in acc.Scalars("combined/step_training_loss")]
+    return [[e.step, e.value] for e in acc.Scalars(tag)]
 
 
 def _latest_weights(trainer):

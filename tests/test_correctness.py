@@ -1,0 +1,79 @@
+"""Cluster correctness (#14): every rank decides from the same facts, and what training reports is
+what the saved model does. Real horovodrun -np 2 jobs."""
+import json
+
+import pytest
+
+from conftest import WORKERS, launcher_command, require_horovod, run_job
+
+from hvd_trainer.config import LRSchedulerConfig
+from hvd_trainer.examples import example_config_path, write_example_dataset
+from hvd_trainer.lr_scheduler import learning_rate_at
+
+RESUME_WORKER = f"{WORKERS}/resume_checks.py"
+
+
+def _resume_checks(out, run_dir, epochs, *extra, launcher="gloo"):
+    require_horovod()
+    r = run_job(launcher_command(launcher, 2) + [RESUME_WORKER, str(out), str(run_dir), str(epochs), *extra],
+                timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:]
+    return r
+
+
+def _rank0(out, tag):
+    return json.load(open(out / f"{tag}.rank0.json"))
+
+
+@pytest.mark.parametrize("launcher", ["gloo", "mpirun"])
+def test_lr_schedule_with_gradient_accumulation_follows_the_formula_in_optimizer_steps(tmp_path, launcher):
+    # 480 rows over 2 ranks, batch 16: 15 batches per epoch, 4 per optimizer step -> 4 steps per epoch.
+    _resume_checks(tmp_path, tmp_path / "run", 3, "--tag", "L", "--accumulation", "4", "--lr-schedule",
+                   launcher=launcher)
+    run = _rank0(tmp_path, "L")
+    assert (run["total_steps"], run["warmup_steps"], run["steps"]) == (12, 3, 12)
+    lrs = run["step_learning_rates"]
+    assert [step for step, _ in lrs] == list(range(1, 13)), "one LR per optimizer step"
+    config = LRSchedulerConfig(warmup_fraction=0.25, decay="linear")
+    for step, lr in lrs:
+        assert lr == pytest.approx(learning_rate_at(step, run["base_lr"], config, 3, 12), rel=1e-6, abs=1e-12), step
+    peak_step = next(step for step, lr in lrs if lr == pytest.approx(run["base_lr"], rel=1e-6))
+    assert peak_step <= 3, "the full LR is reached at the end of the warmup, a quarter into the run"
+    assert lrs[-1][1] < 0.1 * run["base_lr"], "decayed by the end of the run"
+
+
+def test_resume_mid_epoch_with_gradient_accumulation_continues_bit_for_bit(tmp_path):
+    # 15 batches per epoch, 3 per optimizer step: 5 steps per epoch, 30 in 6 epochs.
+    _resume_checks(tmp_path, tmp_path / "straight", 6, "--tag", "S", "--accumulation", "3")
+    _resume_checks(tmp_path, tmp_path / "run", 6, "--tag", "F", "--accumulation", "3", "--train-steps", "7")
+    second = _resume_checks(tmp_path, tmp_path / "run", 6, "--resume", "--tag", "R", "--accumulation", "3")
+    assert "Resuming from step 7 (epoch 1, batch 6 of the epoch)" in second.stdout
+    straight, resumed = _rank0(tmp_path, "S"), _rank0(tmp_path, "R")
+    assert resumed["steps"] == straight["steps"] == 30
+    assert resumed["params"] == straight["params"]
+    assert resumed["step_losses"] == straight["step_losses"]
+
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory):
+    return write_example_dataset("digits", str(tmp_path_factory.mktemp("data") / "digits.csv"))
+
+
+def _cli(*args, launcher="gloo"):
+    require_horovod()
+    return run_job(launcher_command(launcher, 2) + ["-m", "hvd_trainer", *args], timeout=300)
+
+
+def test_batch_norm_reported_validation_metrics_are_those_of_the_saved_model(tmp_path, digits_csv):
+    r = _cli("train", "--config", example_config_path("digits"), "--dataset", digits_csv, "--output-directory",
+             str(tmp_path), "--experiment-name", "bn", "--model-name", "mlp", "--set", "combiner.norm=batch",
+             "--set", "trainer.epochs=4", "--set", "trainer.checkpoints_per_epoch=2")
+    assert r.returncode == 0, r.stdout[-5000:]
+    run = tmp_path / "bn_mlp"
+    r = _cli("evaluate", "--model-path", str(run), "--dataset", digits_csv, "--split", "validation",
+             "--output-directory", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stdout[-4000:]
+    evaluated = json.load(open(tmp_path / "eval" / "evaluation_statistics.json"))["label"]
+    reported = json.load(open(run / "model" / "training_progress.json"))["best_eval_validation_metrics"]["label"]
+    assert evaluated["loss"] == pytest.approx(reported["loss"], abs=1e-6)
+    assert evaluated["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-6)
