@@ -149,6 +149,15 @@ class Checkpoint:
                 state[name] = obj.state_dict()
         return state
 
+    def extra_state_dicts(self) -> Dict[str, Any]:
+        """The extra objects' states (a GradScaler's, say), for a broadcast from rank 0 on resume."""
+        return {name: obj.state_dict() for name, obj in self.extra.items() if obj is not None}
+
+    def load_extra_state_dicts(self, states: Dict[str, Any]) -> None:
+        for name, state in states.items():
+            if self.extra.get(name) is not None:
+                self.extra[name].load_state_dict(state)
+
     def apply(self, state: Dict[str, Any], path: str, load_optimizer: bool = True) -> Dict[str, Any]:
         """Restore from a state already read from `path`; returns the saved meta dict."""
         try:

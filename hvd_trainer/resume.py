@@ -64,6 +64,8 @@ def resume(manager: CheckpointManager, progress_path: str, distributed: Distribu
     # Horovod: rank 0 loaded the weights and optimizer state; every rank continues from them.
     distributed.sync_model(model)
     distributed.sync_optimizer(optimizer)
+    if not distributed.is_coordinator():
+        manager.checkpoint.load_extra_state_dicts(found["extra"])  # the GradScaler's scale, say
     progress = ProgressTracker.load(found["tracker"])
     if distributed.is_coordinator():
         logger.info("Resuming from step %d (epoch %d, batch %d of the epoch).",
@@ -80,7 +82,8 @@ def _load_on_coordinator(manager: CheckpointManager, progress_path: str, schedul
         meta = manager.checkpoint.apply(state, manager.latest_path)
     except CheckpointError as e:
         return {"error": str(e)}
-    return {"tracker": meta.get("progress"), "scheduler": scheduler.state_dict(), "rng": meta.get("rng_states")}
+    return {"tracker": meta.get("progress"), "scheduler": scheduler.state_dict(), "rng": meta.get("rng_states"),
+            "extra": manager.checkpoint.extra_state_dicts()}
 
 
 def remap(progress: ProgressTracker, old_size: int, new_size: int, batches_per_epoch: int) -> ProgressTracker:

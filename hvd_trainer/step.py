@@ -7,7 +7,6 @@ not run twice. With gradient accumulation, batches that do not step only run bac
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -16,7 +15,7 @@ from hvd_trainer.config import TrainerConfig
 from hvd_trainer.control import Control
 from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.models.base import BaseModel
-from hvd_trainer.precision import grad_scaler_for
+from hvd_trainer.precision import precision_for
 
 Tensors = Dict[str, torch.Tensor]
 
@@ -31,8 +30,9 @@ class TrainStep:
         self.compiled_model = compiled_model
         self.optimizer = optimizer
         self.distributed = distributed
-        #: Mixed precision's GradScaler; None when training in fp32.
-        self.scaler = grad_scaler_for(config.use_mixed_precision, device, distributed)
+        #: Autocast dtype and GradScaler for mixed precision (see precision.py); no scaler in fp32.
+        self.precision = precision_for(config.use_mixed_precision, device, distributed)
+        self.scaler = self.precision.scaler
         self.accumulation = config.gradient_accumulation_steps_resolved()
         #: Whether each batch is folded into the training metrics (only when an evaluation reads them).
         self.accumulate_metrics = True
@@ -48,8 +48,7 @@ class TrainStep:
         if isinstance(self.optimizer, torch.optim.LBFGS):
             return self._lbfgs(inputs, targets, control)
         scaler, distributed, optimizer = self.scaler, self.distributed, self.optimizer
-        autocast = torch.autocast("cuda") if scaler is not None else contextlib.nullcontext()
-        with autocast, distributed.prepare_model_update(self.compiled_model, should_step=should_step):
+        with self.precision.autocast(), distributed.prepare_model_update(self.compiled_model, should_step=should_step):
             outputs = self.compiled_model(inputs)
             loss, all_losses = self.model.train_loss(targets, outputs, self.config.regularization_type,
                                                      self.config.regularization_lambda)

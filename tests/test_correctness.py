@@ -77,3 +77,14 @@ def test_batch_norm_reported_validation_metrics_are_those_of_the_saved_model(tmp
     reported = json.load(open(run / "model" / "training_progress.json"))["best_eval_validation_metrics"]["label"]
     assert evaluated["loss"] == pytest.approx(reported["loss"], abs=1e-6)
     assert evaluated["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-6)
+
+
+def test_resume_of_a_mixed_precision_run_is_exact_and_every_rank_gets_the_grad_scaler(tmp_path):
+    _resume_checks(tmp_path, tmp_path / "straight", 4, "--tag", "S", "--amp")
+    _resume_checks(tmp_path, tmp_path / "run", 2, "--tag", "F", "--amp")
+    _resume_checks(tmp_path, tmp_path / "run", 4, "--resume", "--tag", "R", "--amp")
+    straight = _rank0(tmp_path, "S")
+    resumed = [json.load(open(tmp_path / f"R.rank{r}.json")) for r in (0, 1)]
+    assert straight["grad_scaler"] is not None
+    assert resumed[0]["params"] == resumed[1]["params"] == straight["params"]
+    assert resumed[0]["grad_scaler"] == resumed[1]["grad_scaler"] == straight["grad_scaler"]

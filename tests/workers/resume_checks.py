@@ -1,7 +1,7 @@
 """A training run for the resume / signal / kill tests, launched under horovodrun or alone.
 
 usage: resume_checks.py OUT_DIR RUN_DIR EPOCHS [--resume] [--slow SECONDS] [--tag NAME]
-                        [--accumulation N] [--train-steps N] [--lr-schedule]
+                        [--accumulation N] [--train-steps N] [--lr-schedule] [--amp]
 
 --lr-schedule: warmup over a quarter of the run, then linear decay (the LR curve test).
 
@@ -43,6 +43,7 @@ def main():
     p.add_argument("--accumulation", type=int, default=1)
     p.add_argument("--train-steps", type=int)
     p.add_argument("--lr-schedule", action="store_true")
+    p.add_argument("--amp", action="store_true", help="use_mixed_precision (bf16 autocast + GradScaler on CPU)")
     a = p.parse_args()
     s = init_dist_strategy("auto")
     logging.basicConfig(level=logging.INFO if s.rank() == 0 else logging.WARNING, format="%(message)s")
@@ -52,7 +53,7 @@ def main():
     train, val, _ = datasets(n_train=480, n_val=64)
     config = {"epochs": a.epochs, "batch_size": 16, "learning_rate": 0.003, "early_stop": -1,
               "checkpoints_per_epoch": 2, "optimizer": {"type": "adam"}, "gradient_accumulation_steps": a.accumulation,
-              "train_steps": a.train_steps}
+              "train_steps": a.train_steps, "use_mixed_precision": a.amp}
     if a.lr_schedule:
         config["learning_rate_scheduler"] = {"warmup_fraction": 0.25, "decay": "linear"}
     callbacks = [Slow(a.slow)] if a.slow else []
@@ -67,7 +68,8 @@ def main():
                    "exit_code": code, "world_size": s.size(), "step_losses": _step_series(a.run_dir),
                    "step_learning_rates": _step_series(a.run_dir, "combined/step_learning_rate"),
                    "total_steps": t.scheduler.total_steps, "warmup_steps": t.scheduler.warmup_steps,
-                   "base_lr": t.scheduler.base_lr}, fh)
+                   "base_lr": t.scheduler.base_lr,
+                   "grad_scaler": t.scaler.state_dict() if t.scaler is not None else None}, fh)
     sys.exit(code)
 
 
