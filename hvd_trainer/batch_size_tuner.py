@@ -181,6 +181,8 @@ def tune_model_batch_size(model, compiled_model: torch.nn.Module, optimizer: tor
     """tune_batch_size for a model and its optimizer: trials on sample batches, everything restored after."""
     rows = training_set.global_size(distributed) // max(1, distributed.size())
     limit = max_batch_size_for(max_batch_size, rows, torch.cuda.is_available())
+    # The cap can differ between ranks (a GPU on some hosts only): the smallest one holds for all.
+    limit = min(distributed.allgather_object(limit, name="hvd_trainer.tune_batch_size_limit"))
     trials = sample_batch_trials(model, compiled_model, device, train_step, for_evaluation)
     snapshot, restore = training_state_snapshot(model, optimizer, scheduler, distributed)
     compiled_model.train(not for_evaluation)

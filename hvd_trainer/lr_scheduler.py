@@ -26,15 +26,6 @@ if TYPE_CHECKING:  # only for hints; the scheduler needs nothing from the module
 logger = logging.getLogger(__name__)
 
 
-def scaled_learning_rate(base: float, scaling: str, world_size: int) -> float:
-    """The LR every rank uses: data parallelism multiplies the effective batch by world_size."""
-    if scaling == "linear":
-        return base * world_size
-    if scaling == "sqrt":
-        return base * math.sqrt(world_size)
-    return base
-
-
 def learning_rate_at(step: int, base_lr: float, config: LRSchedulerConfig, warmup_steps: int, total_steps: int) -> float:
     """The learning rate used by optimizer step `step` (0-based), before any plateau reduction."""
     # 1) Linear warmup. The (step + 1) makes the first step already move (lr > 0) and the last

@@ -26,7 +26,7 @@ from hvd_trainer.data.dataset import Dataset
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
 from hvd_trainer.errors import ConfigError, DataError
 from hvd_trainer.evaluation import Evaluator, check_weights_finite
-from hvd_trainer.lr_scheduler import LRScheduler, scaled_learning_rate
+from hvd_trainer.lr_scheduler import LRScheduler
 from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.models.outputs import LOSS, higher_is_better
 from hvd_trainer.optimizers import create_optimizer
@@ -87,8 +87,9 @@ class Trainer:
         self.compiled_model = torch.compile(self.model) if self.config.compile else self.model
         self.control = Control(self.distributed, signals.StopSignals())
 
-        self.base_learning_rate = scaled_learning_rate(
-            self.config.learning_rate, self.config.learning_rate_scaling, self.distributed.size())
+        # Horovod: the LR grows with the world size as the gradient reduction asks (see the strategy).
+        self.base_learning_rate = self.config.learning_rate * self.distributed.learning_rate_multiplier(
+            self.config.learning_rate_scaling)
         self.batch_size = self.config.batch_size if isinstance(self.config.batch_size, int) else None
         self.eval_batch_size = self.config.eval_batch_size if isinstance(self.config.eval_batch_size, int) else None
         self.gradient_accumulation_steps = self.config.gradient_accumulation_steps_resolved()
@@ -170,8 +171,9 @@ class Trainer:
         self.control.signals.install()
         try:
             session = self._setup_session(training_set, validation_set, test_set, save_path)
-            self.callback(lambda c: c.on_trainer_train_setup(self, save_path, self.is_coordinator()), coordinator_only=False)
             try:
+                self.callback(lambda c: c.on_trainer_train_setup(self, save_path, self.is_coordinator()),
+                              coordinator_only=False)
                 self._run(session)
             finally:
                 # Every checkpoint on disk before train() returns, raises or the process exits.
@@ -207,6 +209,14 @@ class Trainer:
         pt = restore_schedule(resumed, pt, self.scheduler, self.config, batcher.steps_per_epoch, self.distributed,
                               self.base_learning_rate)
         schedule = Schedule.of(self.config, batcher.steps_per_epoch, pt)
+        if resumed:
+            self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
+        else:
+            # Horovod: every rank starts from rank 0's weights and optimizer state.
+            self.distributed.sync_model(self.model)
+            self.distributed.sync_optimizer(self.optimizer)
+        pt.world_size = self.distributed.size()
+        # Opened last: nothing after this can fail before train() closes them.
         writers = create_summary_writers(os.path.join(save_path, "logs"), self.is_coordinator() and not self.skip_save_log)
         session = TrainingSession(
             save_path=save_path, progress_tracker=pt, batcher=batcher, checkpointer=checkpointer, writers=writers,
@@ -215,13 +225,6 @@ class Trainer:
             # Rows over all ranks: one rank's shard may be empty while another's is not.
             has_validation=validation_set is not None and validation_set.global_size(self.distributed) > 0,
         )
-        if resumed:
-            self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
-        else:
-            # Horovod: every rank starts from rank 0's weights and optimizer state.
-            self.distributed.sync_model(self.model)
-            self.distributed.sync_optimizer(self.optimizer)
-        pt.world_size = self.distributed.size()
         if self.is_coordinator():
             session.announce(self.distributed.size(), self.base_learning_rate)
         return session

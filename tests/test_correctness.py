@@ -88,3 +88,28 @@ def test_resume_of_a_mixed_precision_run_is_exact_and_every_rank_gets_the_grad_s
     assert straight["grad_scaler"] is not None
     assert resumed[0]["params"] == resumed[1]["params"] == straight["params"]
     assert resumed[0]["grad_scaler"] == resumed[1]["grad_scaler"] == straight["grad_scaler"]
+
+
+@pytest.mark.parametrize("launcher", ["gloo", "mpirun"])
+def test_learning_rate_scaling_follows_horovods_guidance_for_each_reduction(tmp_path, launcher):
+    require_horovod()
+    r = run_job(launcher_command(launcher, 2) + [f"{WORKERS}/correctness_checks.py", str(tmp_path)], timeout=180)
+    assert r.returncode == 0, r.stdout[-4000:]
+    ranks = [json.load(open(tmp_path / f"rank{i}.json")) for i in (0, 1)]
+    assert ranks[0] == ranks[1], "every rank takes the same LR, or refuses the same combination"
+    lr = ranks[0]
+    assert lr["average/linear"] == pytest.approx(0.02) and lr["average/constant"] == pytest.approx(0.01)
+    assert lr["adasum/linear"] == pytest.approx(0.01), "Adasum: no scaling by world size"
+    assert lr["sum/constant"] == pytest.approx(0.01)
+    assert lr["sum/linear"].startswith("ConfigError: distributed.op is sum with trainer.learning_rate_scaling linear")
+
+
+def test_each_rank_gets_its_own_gpu_and_a_clear_error_when_ranks_outnumber_gpus():
+    from hvd_trainer.distributed.horovod import gpu_for_local_rank
+    from hvd_trainer.errors import LaunchError
+
+    assert [gpu_for_local_rank(r, 4, 4) for r in range(4)] == [0, 1, 2, 3]
+    assert [gpu_for_local_rank(r, 2, 8) for r in range(2)] == [0, 1]
+    assert gpu_for_local_rank(3, 4, 1) == 0, "one visible GPU per rank (SLURM --gpus-per-task) is the rank's own"
+    with pytest.raises(LaunchError, match="runs 4 ranks but has 2 GPUs"):
+        gpu_for_local_rank(3, 4, 2)

@@ -200,7 +200,7 @@ def test_mixed_precision_on_cpu_autocasts_to_bf16_with_a_grad_scaler_in_the_chec
 
 
 def test_lr_is_scaled_by_world_size():
-    from hvd_trainer.trainer import scaled_learning_rate
+    from hvd_trainer.distributed.base import scaled_learning_rate
 
     assert scaled_learning_rate(0.1, "linear", 8) == pytest.approx(0.8)
     assert scaled_learning_rate(0.1, "sqrt", 4) == pytest.approx(0.2)

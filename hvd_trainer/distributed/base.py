@@ -7,6 +7,7 @@ collectives); everything else has a default that is right for a single process.
 from __future__ import annotations
 
 import abc
+import math
 import contextlib
 import functools
 from typing import Any, Callable, ContextManager, List, Optional
@@ -14,6 +15,15 @@ from typing import Any, Callable, ContextManager, List, Optional
 import torch
 
 REDUCE_OPS = ("average", "sum", "min", "max")
+
+
+def scaled_learning_rate(base: float, scaling: str, world_size: int) -> float:
+    """The LR every rank uses: data parallelism multiplies the effective batch by world_size."""
+    if scaling == "linear":
+        return base * world_size
+    if scaling == "sqrt":
+        return base * math.sqrt(world_size)
+    return base
 
 
 class DistributedStrategy(abc.ABC):
@@ -81,6 +91,14 @@ class DistributedStrategy(abc.ABC):
                        gradient_accumulation_steps: int = 1) -> torch.optim.Optimizer:
         """The optimizer the trainer built, wrapped as this backend needs (unchanged here)."""
         return optimizer
+
+    def learning_rate_multiplier(self, scaling: str) -> float:
+        """How much the configured LR grows with the world size (trainer.learning_rate_scaling).
+
+        Averaged gradients: the effective batch is world_size times larger, so linear (or sqrt)
+        scaling keeps the step per sample. Backends whose reduction differs override this.
+        """
+        return scaled_learning_rate(1.0, scaling, self.size())
 
     def sync_model(self, model: torch.nn.Module) -> None:
         """Make every rank's parameters and buffers equal to rank 0's."""

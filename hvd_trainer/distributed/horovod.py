@@ -74,6 +74,23 @@ def _init_horovod(hvd, info: LaunchInfo) -> None:
     _initialized = True
 
 
+def gpu_for_local_rank(local_rank: int, local_size: int, device_count: int) -> int:
+    """The GPU of this process: local_rank % device_count, one GPU per rank, never shared.
+
+    One visible GPU (SLURM's --gpus-per-task, or CUDA_VISIBLE_DEVICES set per rank) is the
+    rank's own. With several visible GPUs, two ranks of a host must not share one: a clear
+    error when the host runs more ranks than it has GPUs.
+    """
+    if device_count == 1:
+        return 0
+    if local_size > device_count:
+        raise LaunchError(
+            f"This host runs {local_size} ranks but has {device_count} GPUs, so ranks would share a GPU (and its "
+            "memory). Launch at most one rank per GPU (e.g. 'horovodrun -np N -H host:GPUS'), or give each rank "
+            "its own GPU with CUDA_VISIBLE_DEVICES or SLURM's --gpus-per-task=1.")
+    return local_rank % device_count
+
+
 class HorovodStrategy(DistributedStrategy):
     """Data parallelism through Horovod (Gloo or MPI controller)."""
 
@@ -97,7 +114,7 @@ class HorovodStrategy(DistributedStrategy):
         self.op = op
         if torch.cuda.is_available():
             # Horovod: one GPU per process, chosen by the local rank.
-            torch.cuda.set_device(hvd.local_rank())
+            torch.cuda.set_device(gpu_for_local_rank(hvd.local_rank(), hvd.local_size(), torch.cuda.device_count()))
         elif set_threads and "OMP_NUM_THREADS" not in os.environ:
             # Horovod: ranks on one host share its cores; oversubscribing them with torch's
             # default thread count (one per core, per rank) slows every rank down.
@@ -187,6 +204,29 @@ class HorovodStrategy(DistributedStrategy):
             backward_passes_per_step=gradient_accumulation_steps,
             op=op,
         )
+
+    def learning_rate_multiplier(self, scaling: str) -> float:
+        """Horovod's guidance per reduction: average -> scale by world size; Adasum -> do not; sum -> refused.
+
+        Adasum combines gradients so that the step does not grow with the number of ranks, so
+        Horovod's examples keep the LR unscaled (by the local size with NCCL on GPUs, where
+        Adasum reduces hierarchically). Summed gradients already make the step world_size times
+        larger; scaling the LR on top would multiply it twice.
+        """
+        if self.op == "adasum":
+            multiplier = float(self.local_size()) if torch.cuda.is_available() and self._hvd.nccl_built() else 1.0
+            if scaling != "constant" and self.rank() == 0:
+                logger.info("distributed.op is adasum: the learning rate is multiplied by %g, not scaled by the world "
+                            "size (Horovod's guidance for Adasum); trainer.learning_rate_scaling=%s does not apply.",
+                            multiplier, scaling)
+            return multiplier
+        if self.op == "sum" and scaling != "constant" and self.size() > 1:
+            raise ConfigError(
+                f"distributed.op is sum with trainer.learning_rate_scaling {scaling}: summed gradients already make "
+                f"each step {self.size()} times larger than one rank's, and scaling the learning rate by the world "
+                "size on top would apply that factor twice. Set trainer.learning_rate_scaling: constant, or "
+                "distributed.op: average.")
+        return super().learning_rate_multiplier(scaling)
 
     def sync_model(self, model: torch.nn.Module) -> None:
         # Horovod: every rank starts from rank 0's weights (and buffers, e.g. batch-norm stats).
