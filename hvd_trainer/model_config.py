@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from hvd_trainer.config_schema import did_you_mean, from_dict, to_dict
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.features import FEATURE_TYPES, FeatureType, feature_type
-from hvd_trainer.features.config import FeatureConfig, config_field
+from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
 from hvd_trainer.ludwig_compat import (LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS, check_ludwig_value,
                                        drop_noop_keys, not_supported, unsupported_section)
 
@@ -119,7 +119,7 @@ class ModelConfig:
     """
 
     input_features: List[FeatureConfig]
-    output_features: List[FeatureConfig]
+    output_features: List[OutputFeatureConfig]
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 

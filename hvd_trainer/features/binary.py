@@ -20,8 +20,7 @@ from hvd_trainer.errors import DataError
 from hvd_trainer.features.arrays import as_strings, describe_feature, lookup, missing_mask, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import (DecoderConfig, FeatureConfig, LossConfig, PassthroughEncoderConfig,
-                                         config_field)
+from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, PassthroughEncoderConfig, config_field
 from hvd_trainer.features.model_parts import OutputFeature, ScalarInput
 from hvd_trainer.metrics import Accuracy, MeanLoss, RocAuc
 
@@ -63,10 +62,8 @@ class BinaryInputConfig(FeatureConfig):
 
 
 @dataclass
-class BinaryOutputConfig(FeatureConfig):
+class BinaryOutputConfig(OutputFeatureConfig):
     preprocessing: BinaryOutputPreprocessing = field(default_factory=BinaryOutputPreprocessing)
-    loss: LossConfig = field(default_factory=LossConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     threshold: float = config_field(0.5, "Probability above which the prediction is true.", gt=0, max=0.999999)
 
 

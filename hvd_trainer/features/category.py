@@ -20,7 +20,7 @@ from torch import nn
 from hvd_trainer.features.arrays import as_strings, lookup, missing_mask, no_values_error, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import DecoderConfig, FeatureConfig, LossConfig, config_field
+from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
 from hvd_trainer.metrics import Accuracy, HitsAtK, MeanLoss
 
@@ -66,10 +66,8 @@ class CategoryInputConfig(FeatureConfig):
 
 
 @dataclass
-class CategoryOutputConfig(FeatureConfig):
+class CategoryOutputConfig(OutputFeatureConfig):
     preprocessing: CategoryOutputPreprocessing = field(default_factory=CategoryOutputPreprocessing)
-    loss: LossConfig = field(default_factory=LossConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     top_k: int = config_field(3, "k of the hits_at_k metric.", min=1)
 
 

@@ -44,3 +44,12 @@ class LossConfig:
 class DecoderConfig:
     type: Optional[str] = config_field(None, "classifier (category) or regressor (number, binary).",
                                        choices=("classifier", "regressor"))
+
+
+@dataclass
+class OutputFeatureConfig(FeatureConfig):
+    """The sections every output feature has; each type's subclass gives preprocessing its dataclass."""
+
+    preprocessing: Any = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)

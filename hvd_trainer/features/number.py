@@ -18,11 +18,10 @@ import pyarrow.compute as pc
 import torch
 
 from hvd_trainer.errors import DataError
+from hvd_trainer.features.arrays import describe_feature, no_values_error
 from hvd_trainer.features.base import ANY, FeatureType, ValueCounts
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import (DecoderConfig, FeatureConfig, LossConfig, PassthroughEncoderConfig,
-                                         config_field)
-from hvd_trainer.features.arrays import describe_feature, no_values_error
+from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, PassthroughEncoderConfig, config_field
 from hvd_trainer.features.model_parts import OutputFeature, ScalarInput
 from hvd_trainer.features.reducer import Reducer
 from hvd_trainer.metrics import MeanAbsoluteError, MeanLoss, MeanSquaredError, R2Score
@@ -54,10 +53,8 @@ class NumberInputConfig(FeatureConfig):
 
 
 @dataclass
-class NumberOutputConfig(FeatureConfig):
+class NumberOutputConfig(OutputFeatureConfig):
     preprocessing: NumberOutputPreprocessing = field(default_factory=NumberOutputPreprocessing)
-    loss: LossConfig = field(default_factory=LossConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 # ---- casting ---------------------------------------------------------------------------------
