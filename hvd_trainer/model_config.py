@@ -146,12 +146,6 @@ class ModelConfig:
     def features(self) -> List[FeatureConfig]:
         return list(self.input_features) + list(self.output_features)
 
-    def feature(self, name: str) -> FeatureConfig:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
 
 def _mapping(value: Any, path: str) -> Dict[str, Any]:
     if value is None:
