@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Dict, Mapping
 
@@ -38,8 +39,6 @@ def write_predictions_csv(columns, output_features, metadata, output_directory: 
     named = prediction_columns(columns, output_features, metadata) if columns else {}
     header = list(named)
     rows = zip(*named.values()) if named else []
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)

@@ -15,7 +15,7 @@ from hvd_trainer.data.readers import read_table
 from hvd_trainer.data.split import random_split
 from hvd_trainer.errors import ConfigError, DataError
 from hvd_trainer.examples import write_example_dataset
-from hvd_trainer.models.config import ModelConfig
+from hvd_trainer.model_config import ModelConfig
 
 COLUMNS = ["num", "num2", "const", "cat", "bin", "label", "score"]
 

@@ -7,11 +7,12 @@ from torch import nn
 from hvd_trainer.data.dataset import Dataset
 from hvd_trainer.data.pipeline import load_training_data
 from hvd_trainer.errors import DataError
+from hvd_trainer.features.binary import BinaryOutput
+from hvd_trainer.features.category import CategoryOutput, DenseEmbedding, OneHot
+from hvd_trainer.features.number import NumberOutput
+from hvd_trainer.model_config import ModelConfig
 from hvd_trainer.models.base import BaseModel
-from hvd_trainer.models.config import ModelConfig
-from hvd_trainer.models.encoders import DenseEmbedding, OneHot
-from hvd_trainer.models.feature_model import FeatureModel, build_model
-from hvd_trainer.models.outputs import BinaryOutput, CategoryOutput, NumberOutput
+from hvd_trainer.models.feature_model import FeatureModel, build_model, module_key
 
 
 def metadata(vocab=5, classes=4):
@@ -105,6 +106,10 @@ def test_no_fc_layers_feeds_the_concatenation_to_the_decoders():
     model = build(combiner={"num_fc_layers": 0})
     assert model.combiner.output_size == 1 + 6 + 1
     assert model.decoders["2_v"].in_features == 8
+
+
+def test_module_keys_are_valid_for_module_dicts_even_for_odd_names():
+    assert module_key(0, "a.b") == "0_a_b" and module_key(3, "values") == "3_values"
 
 
 def test_feature_names_with_dots_and_module_dict_method_names_work():

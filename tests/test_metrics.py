@@ -4,7 +4,7 @@ import torch
 
 from hvd_trainer.metrics import Accuracy, HitsAtK
 from hvd_trainer.models import CategoryOutput, ModuleAdapter, NumberOutput, TensorInput
-from hvd_trainer.models.base import BatchMetrics
+from hvd_trainer.models.batch_metrics import BatchMetrics
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, 12])

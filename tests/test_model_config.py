@@ -6,13 +6,9 @@ import yaml
 
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.examples import EXAMPLES, example_config_path
-from hvd_trainer.models.config import (
-    CategoryInputConfig,
-    CategoryOutputConfig,
-    ModelConfig,
-    NumberInputConfig,
-    module_key,
-)
+from hvd_trainer.features.category import CategoryInputConfig, CategoryOutputConfig
+from hvd_trainer.features.number import NumberInputConfig
+from hvd_trainer.model_config import ModelConfig
 
 
 def minimal(**extra):
@@ -162,10 +158,6 @@ def test_backend_section_is_ignored_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         ModelConfig.from_dict(minimal(backend={"type": "ray"}))
     assert "backend" in caplog.text and "ignored" in caplog.text
-
-
-def test_module_keys_are_valid_for_module_dicts_even_for_odd_names():
-    assert module_key(0, "a.b") == "0_a_b" and module_key(3, "values") == "3_values"
 
 
 # ---- what is refused ----------------------------------------------------------------------------

@@ -156,7 +156,3 @@ class Batcher:
         index = self._order[start : start + self.batch_size]
         self.step += 1
         return self.dataset.take(index)
-
-    def position(self) -> Dict[str, int]:
-        """What a checkpoint stores to come back to this exact batch."""
-        return {"epoch": self.epoch, "step": self.step, "batch_size": self.batch_size}

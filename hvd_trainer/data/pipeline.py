@@ -19,19 +19,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from hvd_trainer.data.dataset import Dataset
-from hvd_trainer.data.preprocessing import (
-    Reducer,
-    cast_column,
-    check_metadata_matches,
-    compute_metadata,
-    drop_row_mask,
-    transform_column,
-)
+from hvd_trainer.data.preprocessing import cast_column, compute_metadata, drop_row_mask, transform_column
 from hvd_trainer.data.readers import read_table
 from hvd_trainer.data.split import SPLIT_NAMES, TEST, TRAINING, VALIDATION, fixed_split, random_split, sample_mask
 from hvd_trainer.distributed.base import DistributedStrategy, LocalStrategy
-from hvd_trainer.errors import ConfigError, DataError, HvdTrainerError
-from hvd_trainer.models.config import FeatureConfig, ModelConfig
+from hvd_trainer.errors import ConfigError, DataError
+from hvd_trainer.features import check_metadata_matches
+from hvd_trainer.features.config import FeatureConfig
+from hvd_trainer.features.reducer import Reducer
+from hvd_trainer.model_config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +65,6 @@ def run_on_every_rank(distributed: DistributedStrategy, name: str, fn: Callable[
             "Every rank stopped with it."
         )
     return result, [s for _, s in gathered]
-
-
-def raise_if_any_rank_failed(distributed: DistributedStrategy, error: Optional[HvdTrainerError], name: str) -> None:
-    """For callers that validate locally: every rank raises the first rank's error, or none does."""
-
-    def check():
-        if error is not None:
-            raise error
-
-    run_on_every_rank(distributed, name, check)
 
 
 # ---- one file -> typed columns --------------------------------------------------------------------
@@ -182,7 +168,7 @@ def load_training_data(
     if metadata is None:
         metadata = compute_metadata(model_config, parts[TRAINING].columns, Reducer(dist, sharded))
     else:
-        check_metadata_matches(model_config, metadata)
+        check_metadata_matches(model_config.features, metadata)
     datasets = _transform_parts(dist, parts, counts, metadata, sharded)
     return datasets[TRAINING], datasets.get(VALIDATION), datasets.get(TEST), metadata
 
@@ -265,7 +251,7 @@ def load_inference_data(
     dist = distributed if distributed is not None else LocalStrategy()
     sharded = bool(shard) and dist.size() > 1
     features = list(model_config.input_features) + (list(model_config.output_features) if include_targets else [])
-    check_metadata_matches(model_config, metadata, features)
+    check_metadata_matches(features, metadata)
     pre = model_config.preprocessing
     codes_wanted = _split_code(split)
     split_column = pre.split.column_name if codes_wanted is not None and pre.split.type == "fixed" else None

@@ -10,7 +10,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from hvd_trainer.models.config import CombinerConfig, FCLayerConfig
+from hvd_trainer.model_config import CombinerConfig, FCLayerConfig
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU, "leakyRelu": nn.LeakyReLU,

@@ -2,12 +2,13 @@
 
     encoders (one per input) -> concat combiner -> decoders (one Linear per output)
 
-Losses, predictions and metrics come from the output features of hvd_trainer.models.outputs.
+Encoders, losses, predictions and metrics come from each feature's type in hvd_trainer.features.
 Build it with `build_model(model_config, metadata)`; the metadata (vocabulary sizes) comes from
 load_training_data, or from load_metadata when evaluating, predicting or resuming.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
@@ -15,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hvd_trainer.models.base import BaseModel, InputFeature, to_device
+from hvd_trainer.features import check_metadata_matches, feature_type
+from hvd_trainer.features.model_parts import InputFeature, OutputFeature, ScalarInput
+from hvd_trainer.model_config import CombinerConfig, ModelConfig
+from hvd_trainer.models.base import BaseModel, to_device
 from hvd_trainer.models.combiner import ConcatCombiner
-from hvd_trainer.models.config import CombinerConfig, FeatureConfig, ModelConfig, module_key
-from hvd_trainer.models.encoders import NumberInput, create_input_feature
-from hvd_trainer.models.outputs import BinaryOutput, CategoryOutput, NumberOutput, OutputFeature
 
 
 #: Key of the [batch, k] block that carries all number and binary inputs at once.
@@ -34,8 +35,8 @@ class FeatureModel(BaseModel):
         # Number and binary inputs are their own encodings (one value each). They travel as one
         # [batch, k] block: with 64 pixel columns, a tensor and a module call per column cost
         # more than the MLP itself (about 1 ms per step of 128 rows).
-        self._dense_names = [f.name for f in inputs if isinstance(f, NumberInput)]
-        others = [(i, f) for i, f in enumerate(inputs) if not isinstance(f, NumberInput)]
+        self._dense_names = [f.name for f in inputs if isinstance(f, ScalarInput)]
+        others = [(i, f) for i, f in enumerate(inputs) if not isinstance(f, ScalarInput)]
         # Module keys are not the names: a name may hold '.' or clash with ModuleDict's methods.
         self._input_keys = {f.name: module_key(i, f.name) for i, f in others}
         self._output_keys = {f.name: module_key(i, f.name) for i, f in enumerate(outputs)}
@@ -80,23 +81,14 @@ class FeatureModel(BaseModel):
         return logits
 
 
-def create_output_feature(config: FeatureConfig, metadata: Mapping[str, Any]) -> OutputFeature:
-    """The OutputFeature (loss, metrics) for one configured output, sized from its metadata."""
-    weight = config.loss.weight
-    if config.type == "category":
-        num_classes = int(metadata[config.name]["vocab_size"])
-        return CategoryOutput(config.name, num_classes=num_classes, loss_weight=weight,
-                              top_k=min(config.top_k, num_classes))
-    if config.type == "binary":
-        return BinaryOutput(config.name, loss_weight=weight, threshold=config.threshold)
-    return NumberOutput(config.name, loss_weight=weight)
+def module_key(index: int, name: str) -> str:
+    """A key for nn.ModuleDict: feature names may hold '.' or clash with ModuleDict's methods."""
+    return f"{index}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}"
 
 
 def build_model(model_config: ModelConfig, metadata: Mapping[str, Any]) -> FeatureModel:
     """The FeatureModel for a config and its training set metadata (seed torch first for reproducibility)."""
-    from hvd_trainer.data.preprocessing import check_metadata_matches
-
-    check_metadata_matches(model_config, metadata)
-    inputs = [create_input_feature(f, metadata) for f in model_config.input_features]
-    outputs = [create_output_feature(f, metadata) for f in model_config.output_features]
+    check_metadata_matches(model_config.features, metadata)
+    inputs = [feature_type(f.type).input_feature(f, metadata) for f in model_config.input_features]
+    outputs = [feature_type(f.type).output_feature(f, metadata) for f in model_config.output_features]
     return FeatureModel(inputs, outputs, model_config.combiner)

@@ -20,7 +20,7 @@ from hvd_trainer.data.pipeline import ROW_ID, load_training_data
 from hvd_trainer.data.preprocessing import save_metadata
 from hvd_trainer.distributed import init_dist_strategy
 from hvd_trainer.errors import HvdTrainerError
-from hvd_trainer.models.config import ModelConfig
+from hvd_trainer.model_config import ModelConfig
 
 
 def dataset_record(ds):

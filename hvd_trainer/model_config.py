@@ -1,0 +1,316 @@
+"""The model part of the config: input_features, output_features, combiner, preprocessing.
+
+A Ludwig (ECD) config that uses number, category and binary features loads unchanged. Every
+key is checked before any work starts:
+
+- keys hvd_trainer implements are typed dataclass fields (unknown keys get a "did you mean");
+- keys Ludwig has but hvd_trainer does not implement are refused as "not supported by
+  hvd_trainer", unless their value is one that changes nothing (hvd_trainer.ludwig_compat);
+- values Ludwig allows but hvd_trainer does not (a `text` feature, `normalization: log1p`,
+  `missing_value_strategy: bfill`) are refused the same way, naming what is supported.
+
+Each feature's settings come from its type in hvd_trainer.features. Both hvd_trainer.data and
+hvd_trainer.models read this config; the `trainer` and `distributed` sections are validated by
+hvd_trainer.config.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from hvd_trainer.config_schema import did_you_mean, from_dict, to_dict
+from hvd_trainer.errors import ConfigError
+from hvd_trainer.features import FEATURE_TYPES, FeatureType, feature_type
+from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
+from hvd_trainer.ludwig_compat import (LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS, check_ludwig_value,
+                                       drop_noop_keys, not_supported, unsupported_section)
+
+logger = logging.getLogger(__name__)
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "leakyRelu", "gelu", "selu", "linear")
+NORMS = ("batch", "layer")
+#: Top-level keys that belong to other sections or carry no model meaning.
+OTHER_TOP_LEVEL_KEYS = ("trainer", "distributed", "model_type", "ludwig_version", "backend")
+MODEL_KEYS = ("input_features", "output_features", "combiner", "preprocessing")
+RESERVED_PREFIX = "__"
+
+
+# ---- combiner and global preprocessing -------------------------------------------------------------
+@dataclass
+class FCLayerConfig:
+    """One layer of combiner.fc_layers; unset keys take the combiner's values."""
+
+    output_size: Optional[int] = config_field(None, "Width of the layer.", min=1)
+    activation: Optional[str] = config_field(None, "Activation.", choices=ACTIVATIONS)
+    dropout: Optional[float] = config_field(None, "Dropout after the activation.", min=0, max=0.999)
+    norm: Optional[str] = config_field(None, "batch or layer normalization (null: none).", choices=NORMS)
+    use_bias: Optional[bool] = config_field(None, "Give the layer a bias.")
+
+
+@dataclass
+class CombinerConfig:
+    type: str = config_field("concat", "Only concat is implemented.", choices=("concat",))
+    num_fc_layers: int = config_field(0, "Fully connected layers after the concatenation (fc_layers overrides).",
+                                      min=0)
+    output_size: int = config_field(256, "Width of each fully connected layer.", min=1)
+    dropout: float = config_field(0.0, "Dropout after each layer's activation.", min=0, max=0.999)
+    activation: str = config_field("relu", "Activation of each layer.", choices=ACTIVATIONS)
+    norm: Optional[str] = config_field(None, "batch or layer normalization (null: none).", choices=NORMS)
+    use_bias: bool = config_field(True, "Give the layers a bias.")
+    flatten_inputs: bool = config_field(False, "Accepted for Ludwig compatibility; encodings here are already flat.")
+    fc_layers: Optional[List[FCLayerConfig]] = config_field(None, "Per-layer settings; overrides num_fc_layers.")
+
+    def layer_specs(self) -> List[FCLayerConfig]:
+        """The fully connected layers, with every setting resolved."""
+        layers = self.fc_layers if self.fc_layers is not None else [FCLayerConfig() for _ in range(self.num_fc_layers)]
+        return [
+            FCLayerConfig(
+                output_size=l.output_size if l.output_size is not None else self.output_size,
+                activation=l.activation if l.activation is not None else self.activation,
+                dropout=l.dropout if l.dropout is not None else self.dropout,
+                norm=l.norm if l.norm is not None else self.norm,
+                use_bias=l.use_bias if l.use_bias is not None else self.use_bias,
+            )
+            for l in layers
+        ]
+
+
+@dataclass
+class SplitConfig:
+    type: str = config_field("random", "random (by probabilities) or fixed (by a column of 0/1/2).",
+                             choices=("random", "fixed"))
+    probabilities: Tuple[float, float, float] = config_field((0.7, 0.1, 0.2),
+                                                             "Training, validation and test shares (random).")
+    column: Optional[str] = config_field(None, "The split column (fixed; default 'split').")
+
+    def __post_init__(self):
+        if any(p < 0 for p in self.probabilities) or abs(sum(self.probabilities) - 1.0) > 1e-6:
+            raise ValueError(
+                f"split.probabilities is {list(self.probabilities)}, but it must be three non-negative shares "
+                "(training, validation, test) that add up to 1, e.g. [0.7, 0.1, 0.2]."
+            )
+        if self.probabilities[0] <= 0:
+            raise ValueError(
+                "split.probabilities gives the training set a share of 0; give it a positive share, e.g. [0.7, 0.1, 0.2]."
+            )
+        if self.type == "random" and self.column is not None:
+            raise ValueError(
+                f"split.column ({self.column!r}) is only used by the fixed split; remove it or set split.type: fixed."
+            )
+
+    @property
+    def column_name(self) -> str:
+        return self.column or "split"
+
+
+@dataclass
+class PreprocessingConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    sample_ratio: float = config_field(1.0, "Share of the rows used (drawn per row from the seed).", gt=0, max=1)
+
+
+# ---- the model config ------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """The model keys of a config file, validated; build it with ModelConfig.from_dict.
+
+    Each feature is the input_config or output_config dataclass of its type (hvd_trainer.features).
+    """
+
+    input_features: List[FeatureConfig]
+    output_features: List[OutputFeatureConfig]
+    combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "ModelConfig":
+        """Validate the model keys of a whole config (trainer/distributed are left to their loaders)."""
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                f"The config must be a mapping with keys such as input_features and output_features, but it "
+                f"is {type(config).__name__}."
+            )
+        _check_top_level(config)
+        inputs = _features(config, "input_features")
+        outputs = _features(config, "output_features")
+        _check_names(inputs, outputs)
+        combiner = _combiner(config.get("combiner"))
+        preprocessing = _preprocessing(config.get("preprocessing"))
+        return cls(inputs, outputs, combiner, preprocessing)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def features(self) -> List[FeatureConfig]:
+        return list(self.input_features) + list(self.output_features)
+
+
+def _mapping(value: Any, path: str) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{path} must be a mapping of keys to values, but it is {type(value).__name__} ({value!r}). "
+            f"Write it as '{path}: {{key: value, ...}}' or leave it out for the defaults."
+        )
+    return dict(value)
+
+
+def _check_top_level(config: Mapping[str, Any]) -> None:
+    allowed = MODEL_KEYS + OTHER_TOP_LEVEL_KEYS
+    for key, value in config.items():
+        if key in ("defaults", "hyperopt"):
+            if value in (None, {}):
+                continue
+            what = ("per-type defaults (set preprocessing and encoder on each feature instead)" if key == "defaults"
+                    else "hyperparameter search (run one training per setting instead)")
+            raise unsupported_section(key, what)
+        if key not in allowed:
+            raise ConfigError(
+                f"Unknown top-level key {key!r} in the config.{did_you_mean(key, allowed)} The allowed top-level "
+                f"keys are: {', '.join(allowed)}."
+            )
+    model_type = config.get("model_type", "ecd")
+    if model_type != "ecd":
+        raise not_supported("model_type", model_type, "Only ecd (the default) is implemented.")
+    if config.get("backend") not in (None, {}):
+        logger.warning("The config's backend section is ignored: hvd_trainer always runs on Horovod or locally, "
+                       "as set by the distributed section.")
+
+
+def _features(config: Mapping[str, Any], key: str) -> List[FeatureConfig]:
+    raw = config.get(key)
+    kind = "input" if key == "input_features" else "output"
+    if not raw:
+        raise ConfigError(
+            f"The config has no {key}; a model needs at least one {kind} feature, e.g. "
+            f"'{key}: [{{name: x, type: {'number' if kind == 'input' else 'category'}}}]'."
+        )
+    if not isinstance(raw, list):
+        raise ConfigError(f"{key} must be a list of features ({{name: ..., type: ...}}), but it is {type(raw).__name__}.")
+    return [_feature(item, f"{key}[{i}]", kind) for i, item in enumerate(raw)]
+
+
+def _feature(item: Any, path: str, kind: str) -> FeatureConfig:
+    data = _mapping(item, path)
+    name, ftype = data.get("name"), data.get("type")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path} has no name; every feature needs 'name: <column name>' (a non-empty string).")
+    if name.startswith(RESERVED_PREFIX):
+        raise ConfigError(f"{path}.name is {name!r}; names starting with '__' are reserved for hvd_trainer. Rename the feature.")
+    where = f"{kind.capitalize()} feature {name!r} ({path})"
+    types = ", ".join(FEATURE_TYPES)
+    if ftype is None:
+        raise ConfigError(f"{where} has no type; add 'type:' with one of: {types}.")
+    if ftype in LUDWIG_OTHER_FEATURE_TYPES:
+        raise not_supported(f"{path}.type", ftype, f"Supported feature types: {types}.")
+    if ftype not in FEATURE_TYPES:
+        raise ConfigError(
+            f"{path}.type is {ftype!r}, which is not a feature type.{did_you_mean(ftype, FEATURE_TYPES)} "
+            f"Use one of: {types}."
+        )
+    spec = feature_type(ftype)
+    data = _feature_sections(drop_noop_keys(data, path, NOOP_KEYS[f"{kind}_feature"]), path, kind, spec)
+    try:
+        return from_dict(spec.input_config if kind == "input" else spec.output_config, data, path)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _feature_sections(data: Dict[str, Any], path: str, kind: str, spec: FeatureType) -> Dict[str, Any]:
+    """The feature's preprocessing/encoder/loss/decoder sections, without harmless Ludwig keys, checked."""
+    if kind == "input":
+        data = _fold_flat_encoder(data, path)
+    for section in ("preprocessing", "encoder", "loss", "decoder"):
+        if section in data:
+            noop = spec.ludwig_noop_keys.get(section, {}) if section in ("preprocessing", "encoder") \
+                else NOOP_KEYS[section]
+            sub = drop_noop_keys(_mapping(data[section], f"{path}.{section}"), f"{path}.{section}", noop)
+            _check_section_values(sub, f"{path}.{section}", spec, section)
+            data[section] = sub
+    return data
+
+
+def _fold_flat_encoder(data: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """Older Ludwig writes `encoder: dense` and puts the encoder's settings on the feature itself."""
+    flat_keys = ("embedding_size", "embeddings_trainable", "dropout", "representation", "pretrained_embeddings",
+                 "embeddings_on_cpu")
+    encoder = data.get("encoder")
+    if isinstance(encoder, str) or any(k in data for k in flat_keys):
+        encoder = {"type": encoder} if isinstance(encoder, str) else _mapping(encoder, f"{path}.encoder")
+        for key in flat_keys:
+            if key in data:
+                value = data.pop(key)
+                if key == "representation":
+                    if value not in ("dense", "sparse"):
+                        raise ConfigError(f"{path}.representation is {value!r}; use dense or sparse.")
+                    encoder.setdefault("type", value)
+                else:
+                    encoder.setdefault(key, value)
+        data["encoder"] = encoder
+    return data
+
+
+def _check_section_values(sub: Dict[str, Any], path: str, spec: FeatureType, section: str) -> None:
+    if section == "preprocessing":
+        check_ludwig_value(LUDWIG_ONLY_VALUES["preprocessing.missing_value_strategy"], f"{path}.missing_value_strategy",
+                           sub.get("missing_value_strategy"), spec.missing_value_strategies)
+    for dotted, (refused, supported) in spec.ludwig_only_values.items():
+        key_section, key = dotted.split(".")
+        if key_section == section:
+            check_ludwig_value(refused, f"{path}.{key}", sub.get(key), supported)
+    if section == "loss":
+        ltype = sub.get("type")
+        if ltype is not None and ltype != spec.default_loss:
+            raise not_supported(f"{path}.type", ltype, f"A {spec.name} output uses {spec.default_loss}.")
+    elif section == "decoder":
+        dtype = sub.get("type")
+        if dtype is not None and dtype != spec.default_decoder:
+            raise not_supported(f"{path}.type", dtype,
+                                f"A {spec.name} output uses the {spec.default_decoder} decoder (one linear layer).")
+
+
+def _check_names(inputs: List[FeatureConfig], outputs: List[FeatureConfig]) -> None:
+    seen: Dict[str, str] = {}
+    for kind, features in (("input_features", inputs), ("output_features", outputs)):
+        for f in features:
+            if f.name in seen:
+                raise ConfigError(
+                    f"The feature name {f.name!r} appears twice (in {seen[f.name]} and {kind}); names must be "
+                    "unique. Rename one, and use 'column:' if both read the same column."
+                )
+            seen[f.name] = kind
+
+
+def _combiner(raw: Any) -> CombinerConfig:
+    data = drop_noop_keys(_mapping(raw, "combiner"), "combiner", NOOP_KEYS["combiner"])
+    check_ludwig_value(LUDWIG_ONLY_VALUES["combiner.type"], "combiner.type", data.get("type"), ("concat",))
+    if isinstance(data.get("fc_layers"), list):
+        data["fc_layers"] = [
+            drop_noop_keys(_mapping(l, f"combiner.fc_layers[{i}]"), f"combiner.fc_layers[{i}]", NOOP_KEYS["fc_layer"])
+            for i, l in enumerate(data["fc_layers"])
+        ]
+    return from_dict(CombinerConfig, data, "combiner")
+
+
+def _preprocessing(raw: Any) -> PreprocessingConfig:
+    data = drop_noop_keys(_mapping(raw, "preprocessing"), "preprocessing", NOOP_KEYS["preprocessing"])
+    for key in data:
+        if key in FEATURE_TYPES or key in LUDWIG_OTHER_FEATURE_TYPES:
+            raise unsupported_section(f"preprocessing.{key}",
+                                      "per-type preprocessing defaults (set preprocessing on each feature instead)")
+    if "split_probabilities" in data:  # Ludwig before 0.6 wrote the random split's shares here
+        if "split" in data:
+            raise ConfigError(
+                "preprocessing has both split_probabilities (older Ludwig) and split; keep only "
+                "split: {type: random, probabilities: [...]}."
+            )
+        data["split"] = {"type": "random", "probabilities": data.pop("split_probabilities")}
+    if "split" in data:
+        split = _mapping(data["split"], "preprocessing.split")
+        check_ludwig_value(LUDWIG_ONLY_VALUES["split.type"], "preprocessing.split.type", split.get("type"),
+                           ("random", "fixed"))
+        data["split"] = split
+    return from_dict(PreprocessingConfig, data, "preprocessing")
