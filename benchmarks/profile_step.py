@@ -31,7 +31,7 @@ PARTS = [
     ("model.input_tensors (one tensor per input feature)", "hvd_trainer/models/base.py", "input_tensors"),
     ("model.target_tensors", "hvd_trainer/models/base.py", "target_tensors"),
     ("FeatureModel.forward", "hvd_trainer/models/feature_model.py", "forward"),
-    ("  Passthrough encoders (per feature)", "hvd_trainer/models/encoders.py", "forward"),
+    ("  Passthrough encoders (per feature)", "hvd_trainer/features/model_parts.py", "forward"),
     ("  ConcatCombiner.forward", "hvd_trainer/models/combiner.py", "forward"),
     ("model.train_loss", "hvd_trainer/models/base.py", "train_loss"),
     ("backward (strategy.backward)", "hvd_trainer/distributed/base.py", "backward"),
@@ -62,7 +62,7 @@ def main() -> None:
     from hvd_trainer.config import TrainerConfig, load_yaml
     from hvd_trainer.data.pipeline import load_training_data
     from hvd_trainer.distributed import init_dist_strategy
-    from hvd_trainer.models.config import ModelConfig
+    from hvd_trainer.model_config import ModelConfig
     from hvd_trainer.models.feature_model import build_model
     from hvd_trainer.trainer import Trainer
     import torch

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.errors import ConfigError
-from hvd_trainer.models.outputs import higher_is_better
+from hvd_trainer.features import higher_is_better
 from hvd_trainer.plateau import improves
 from hvd_trainer.progress import ProgressTracker
 

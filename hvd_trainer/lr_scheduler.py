@@ -17,7 +17,7 @@ import torch
 
 from hvd_trainer.config import LRSchedulerConfig
 from hvd_trainer.errors import ConfigError
-from hvd_trainer.models.outputs import higher_is_better
+from hvd_trainer.features import higher_is_better
 from hvd_trainer.plateau import Plateau, plateau_update
 
 if TYPE_CHECKING:  # only for hints; the scheduler needs nothing from the module at run time

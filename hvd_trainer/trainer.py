@@ -27,20 +27,22 @@ from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
 from hvd_trainer.errors import ConfigError, DataError
 from hvd_trainer.evaluation import Evaluator, check_weights_finite
 from hvd_trainer.lr_scheduler import LRScheduler
+from hvd_trainer.ludwig_trainer_api import LudwigTrainerAPI
 from hvd_trainer.models.base import COMBINED, BaseModel
-from hvd_trainer.models.outputs import LOSS, higher_is_better
+from hvd_trainer.features import higher_is_better
+from hvd_trainer.metrics import LOSS
 from hvd_trainer.optimizers import create_optimizer
 from hvd_trainer.plateau import increase_batch_size_on_plateau
 from hvd_trainer.progress import ProgressTracker
-from hvd_trainer.resume import Resumed, restore_schedule, resume, resume_files_exist
+from hvd_trainer.resume import Resumed, restore_schedule, resume
 from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession
-from hvd_trainer.step import TrainStep, clip_grads
+from hvd_trainer.step import TrainStep
 from hvd_trainer.summary import NullSummaryWriter, create_summary_writers, format_metrics_table, write_step_summary
 
 logger = logging.getLogger(__name__)
 
-class Trainer:
+class Trainer(LudwigTrainerAPI):
     """Trains a BaseModel with the `trainer:` config on a DistributedStrategy."""
 
     # ---- core config -----------------------------------------------------------------------
@@ -119,27 +121,8 @@ class Trainer:
     def validation_metric(self) -> str:
         return self.config.validation_metric or LOSS
 
-    # Ludwig's Trainer API (the seed names these; hvd_trainer's own code asks the strategy directly).
-    def is_cpu_training(self) -> bool:
-        """Seed API: whether training runs on the CPU."""
-        return self.device == torch.device("cpu")
-
     def is_coordinator(self) -> bool:
         return self.distributed.rank() == 0
-
-    def local_rank(self) -> int:
-        """Seed API: this process's rank on its host."""
-        return self.distributed.local_rank()
-
-    def barrier(self) -> None:
-        """Seed API: every rank meets here."""
-        self.distributed.barrier()
-
-    resume_files_exist = staticmethod(resume_files_exist)
-
-    @property
-    def return_device(self):
-        return self.device
 
     def callback(self, fn: Callable[[Callback], Any], coordinator_only: bool = True) -> None:
         if not coordinator_only or self.is_coordinator():
@@ -151,10 +134,6 @@ class Trainer:
                    control: Optional[Control] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Forward, backward and (when should_step) the optimizer update for one batch (see step.py)."""
         return self.step_fn(inputs, targets, should_step, control)
-
-    def clip_grads(self, variables) -> None:
-        """Seed API: clipglobalnorm, then clipnorm, then clipvalue, as configured."""
-        clip_grads(variables, self.config)
 
     # ---- the loop -------------------------------------------------------------------------
     def train(self, training_set: Dataset, validation_set: Optional[Dataset] = None, test_set: Optional[Dataset] = None,

@@ -41,13 +41,6 @@ def test_a_metric_no_output_reports_counts_as_higher_is_better():
     assert higher_is_better("my_own_score") is True
 
 
-def test_the_old_import_paths_of_the_trainer_still_work():
-    from hvd_trainer.models.base import COMBINED, BaseModel  # noqa: F401
-    from hvd_trainer.models.outputs import LOSS as loss, higher_is_better as direction
-
-    assert loss == "loss" and direction is higher_is_better
-
-
 def test_each_type_casts_and_transforms_its_own_column():
     """A string column through each type's cast and transform, with metadata from those values."""
     raw = pa.array(["1", "0", None, "1"])
@@ -61,4 +54,3 @@ def test_each_type_casts_and_transforms_its_own_column():
         assert meta["type"] == name
         out = ftype.transform(values, meta, "x", rows, "data.csv")
         assert out.shape == (4,) and not np.isnan(out.astype(np.float64)).any()
-

@@ -339,7 +339,7 @@ def test_training_metrics_are_accumulated_only_when_an_evaluation_reads_them(tmp
 def test_columns_of_the_right_dtype_become_tensors_without_a_copy():
     import numpy as np
 
-    from hvd_trainer.models.columns import column_tensor
+    from hvd_trainer.features.columns import column_tensor
 
     floats, ints = np.arange(6, dtype=np.float32), np.arange(6)
     assert column_tensor(floats, torch.float32).data_ptr() == floats.ctypes.data
