@@ -50,6 +50,8 @@ def _install_timing_callback() -> None:
     from hvd_trainer.callbacks import Callback
 
     class TimingCallback(Callback):
+        every_rank = True  # each rank reports its own timings
+
         def on_trainer_train_setup(self, trainer, save_path, is_coordinator):
             _Timings.t_first_step = time.time()
             _Timings.world_size = trainer.distributed.size()

@@ -80,6 +80,7 @@ def interleaved_run(epochs: int) -> dict:
     bare = BareLoop()
 
     class BareEpochAfterEach(Callback):
+        every_rank = True  # the bare loop's allreduces need every rank
         seconds, steps = 0.0, 0
 
         def on_epoch_end(self, trainer, progress_tracker, save_path):

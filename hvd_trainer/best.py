@@ -2,7 +2,7 @@
 
 Every rank holds the same validation metrics (they are reduced over all ranks' data), so every
 rank reaches the same verdict on its own; only what can differ between ranks (a callback that
-wants to stop on one rank) needs the collective in `agree_to_stop`.
+wants to stop on one rank) needs a collective: the trainer's vote (Control.vote) after each evaluation.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.features import higher_is_better
 from hvd_trainer.plateau import improves
@@ -74,11 +73,6 @@ def record_best(pt: ProgressTracker, value: float) -> None:
                                      pt.best_eval_test_metrics)):
         store.clear()
         store.update({f: {m: series[-1][2] for m, series in ms.items()} for f, ms in pt.metrics_of(split).items()})
-
-
-def agree_to_stop(distributed: DistributedStrategy, local_stop: bool) -> bool:
-    """One rank's vote (a callback on that rank, say) stops every rank at this same step."""
-    return distributed.any_rank(local_stop)
 
 
 def log_verdict(verdict: Verdict, field: str, metric: str, steps_per_evaluation: int) -> None:

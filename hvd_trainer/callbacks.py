@@ -1,13 +1,21 @@
 """Callbacks: hooks into the training loop, with Ludwig's names.
 
-Every hook is a no-op by default. Hooks run on the coordinator only, except where the trainer
-calls them with coordinator_only=False (on_batch_start/end, on_epoch_start/end and
-should_early_stop run on every rank, as in Ludwig, because they may steer the loop).
+Every hook is a no-op by default. Ludwig's contract (the seed's `callback(fn, coordinator_only=True)`):
+hooks run on the coordinator (rank 0) only, batch and epoch hooks included, except
+on_trainer_train_setup/teardown and should_early_stop, which run on every rank (should_early_stop
+is a vote: one rank saying yes stops all). A callback that needs every hook on every rank (to
+time each rank, or to steer one rank in a test) sets `every_rank = True`.
+
+An exception raised by a hook does not stop that rank alone (the others would wait for it
+forever): it is recorded and every rank raises it at the next agreement between ranks.
 """
 from __future__ import annotations
 
 
 class Callback:
+    #: Run every hook on every rank, not only on the coordinator.
+    every_rank: bool = False
+
     def on_trainer_train_setup(self, trainer, save_path: str, is_coordinator: bool) -> None: ...
     def on_trainer_train_teardown(self, trainer, progress_tracker, save_path: str, is_coordinator: bool) -> None: ...
     def on_resume_training(self, is_coordinator: bool) -> None: ...

@@ -14,6 +14,7 @@ for the copy; the fsync, whose cost grows with the disk's unwritten data, happen
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import os
 import pickle
@@ -56,8 +57,14 @@ def atomic_write_bytes(path: str, write_fn) -> None:
 
 
 def write_state(path: str, state: Dict[str, Any]) -> None:
-    """torch.save `state` to `path` atomically (temp file, fdatasync, rename)."""
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    """torch.save `state` to `path` atomically (temp file, fdatasync, rename).
+
+    Serialised in memory first: torch.save writing straight to a file turns a full disk into a
+    RuntimeError about zip positions; a plain write reports ENOSPC as it is.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def fsync_dir(directory: str) -> None:
@@ -247,8 +254,18 @@ class BackgroundWriter:
     def _raise_error(self) -> None:
         with self._changed:
             error, self._error = self._error, None
+        if isinstance(error, CheckpointError):
+            raise error
         if error is not None:
             raise CheckpointError(f"Writing a checkpoint in the background failed: {error}") from error
+
+
+def write_error(path: str, error: OSError) -> CheckpointError:
+    """A failed write as one paragraph: what, why, that nothing older was lost, and what to do."""
+    return CheckpointError(
+        f"Could not write {path}: {error.strerror or error}. The checkpoint before it is intact (files are "
+        "replaced only once the new one is complete). Free space on that filesystem or make it writable, or "
+        "choose another --output-directory, then continue with --resume.")
 
 
 def _unlink_quietly(path: str) -> None:
@@ -319,16 +336,25 @@ class CheckpointManager:
         Queued too, not written at once: its fsync would otherwise wait in the training loop for the
         checkpoint data being written (ext4 commits every file's pending data with its journal).
         """
+        def write() -> None:
+            try:
+                atomic_write_text(path, text)
+            except OSError as e:
+                raise write_error(path, e) from e
+
         if self._writer is None:
-            atomic_write_text(path, text)
+            write()
         else:
-            self._writer.submit(lambda: atomic_write_text(path, text))
+            self._writer.submit(write)
 
     def _write(self, path: str, state: Dict[str, Any], rotate: bool) -> None:
         def write() -> None:
-            if rotate:
-                self._rotate_previous()
-            write_state(path, state)
+            try:
+                if rotate:
+                    self._rotate_previous()
+                write_state(path, state)
+            except OSError as e:
+                raise write_error(path, e) from e
 
         if self._writer is None:
             write()

@@ -3,7 +3,9 @@
 At every evaluation: latest.ckpt and training_progress.json (unless skip_save_progress). On a new
 best validation value: best.ckpt and model_weights (unless skip_save_model). After training: the
 best model back on every rank. Every rank calls each method (the RNG states are gathered into
-latest.ckpt, best's existence is broadcast); only rank 0 touches the run directory.
+latest.ckpt, best's existence is broadcast); only rank 0 touches the run directory. A write
+that fails on rank 0 (a full disk, say) is deferred (see rank_errors.py): every rank raises
+the same CheckpointError at the next agreement instead of rank 0 alone.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import torch
 
 from hvd_trainer.checkpoint import CheckpointManager, load_checkpoint_file
 from hvd_trainer.distributed.base import DistributedStrategy
-from hvd_trainer.errors import CheckpointError
+from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.progress import ProgressTracker
+from hvd_trainer.rank_errors import DeferredErrors
 
 logger = logging.getLogger(__name__)
 
@@ -25,26 +28,41 @@ TRAINING_CHECKPOINTS_DIR = "training_checkpoints"
 MODEL_WEIGHTS_FILE = "model_weights"
 
 
+def make_run_directory(path: str) -> None:
+    """Create the model directory (rank 0), or a clear error naming it and what to do."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test.{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"The output directory {path} cannot be created or written ({e.strerror or e}). Choose a writable "
+            "--output-directory (or save_path), or fix its permissions; nothing was trained.") from e
+
+
 class Checkpointer:
     def __init__(self, manager: CheckpointManager, save_path: str, distributed: DistributedStrategy,
-                 skip_save_model: bool = False, skip_save_progress: bool = False):
+                 errors: DeferredErrors, skip_save_model: bool = False, skip_save_progress: bool = False):
         self.manager = manager
         self.distributed = distributed
+        self.errors = errors
         self.progress_path = os.path.join(save_path, TRAINING_PROGRESS_FILE)
         self.weights_path = os.path.join(save_path, MODEL_WEIGHTS_FILE)
         self.skip_save_model = skip_save_model
         self.skip_save_progress = skip_save_progress
 
     @classmethod
-    def for_run(cls, save_path: str, distributed: DistributedStrategy, model: torch.nn.Module, optimizer, scheduler,
-                scaler=None, background: bool = True, skip_save_model: bool = False,
+    def for_run(cls, save_path: str, distributed: DistributedStrategy, errors: DeferredErrors, model: torch.nn.Module,
+                optimizer, scheduler, scaler=None, background: bool = True, skip_save_model: bool = False,
                 skip_save_progress: bool = False) -> "Checkpointer":
         """Checkpoints of these objects in save_path/training_checkpoints (the strategy's handle: rank 0 writes)."""
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         handle = distributed.create_checkpoint_handle(model, optimizer, scheduler, scaler=scaler)
         manager = CheckpointManager(handle, os.path.join(save_path, TRAINING_CHECKPOINTS_DIR), distributed,
                                     background=background)
-        return cls(manager, save_path, distributed, skip_save_model, skip_save_progress)
+        return cls(manager, save_path, distributed, errors, skip_save_model, skip_save_progress)
 
     def save_progress(self, pt: ProgressTracker) -> None:
         """latest.ckpt (weights, optimizer, scheduler, RNG, tracker) and training_progress.json."""
@@ -52,32 +70,52 @@ class Checkpointer:
             return
         pt.checkpoint_to_step[str(pt.checkpoint_number)] = pt.steps
         pt.checkpoint_to_epoch[str(pt.checkpoint_number)] = pt.epoch
-        self.manager.save(progress=pt.to_dict())
-        if self.distributed.is_coordinator():
-            self.manager.save_text(self.progress_path, pt.to_json())
+        with self.errors:
+            self.manager.save(progress=pt.to_dict())
+            if self.distributed.is_coordinator():
+                self.manager.save_text(self.progress_path, pt.to_json())
 
     def save_best(self, pt: ProgressTracker, model: torch.nn.Module) -> bool:
         """best.ckpt and model_weights; False when skip_save_model leaves nothing saved."""
         if self.skip_save_model:
             return False
-        self.manager.save_best(progress_steps=pt.steps)
-        if self.distributed.is_coordinator():
-            self.manager.save_file(self.weights_path, model.state_dict())
+        with self.errors:
+            self.manager.save_best(progress_steps=pt.steps)
+            if self.distributed.is_coordinator():
+                self.manager.save_file(self.weights_path, model.state_dict())
         return True
 
     def load_best(self, model: torch.nn.Module) -> None:
         """After training, every rank continues with the best model (rank 0's copy, broadcast)."""
         if self.skip_save_model:
             return
-        self.manager.wait()
-        coordinator = self.distributed.is_coordinator()
-        exists = self.distributed.broadcast_object(os.path.exists(self.manager.best_path) if coordinator else None,
-                                                   name="hvd_trainer.best_exists")
-        if not exists:
-            return
-        if coordinator:
-            model.load_state_dict(load_checkpoint_file(self.manager.best_path, "cpu")["model"])
-        self.distributed.sync_model(model)
+        found = self._load_best_on_coordinator(model) if self.distributed.is_coordinator() else None
+        found = self.distributed.broadcast_object(found, name="hvd_trainer.best_loaded")
+        if found["error"]:
+            raise CheckpointError(found["error"])
+        if found["exists"]:
+            self.distributed.sync_model(model)
+
+    def _load_best_on_coordinator(self, model: torch.nn.Module) -> dict:
+        path = self.manager.best_path
+        if not os.path.exists(path):
+            return {"exists": False, "error": None}
+        try:
+            state = load_checkpoint_file(path, "cpu")
+            model.load_state_dict(state["model"])
+        except CheckpointError as e:
+            return {"exists": True, "error": str(e)}
+        except (RuntimeError, KeyError) as e:
+            return {"exists": True, "error": f"The best checkpoint {path} does not fit this model ({e}); the model "
+                                              "config must be the one it was trained with."}
+        return {"exists": True, "error": None}
+
+    def finish(self) -> None:
+        """Every checkpoint on disk; a write that failed on rank 0 becomes every rank's error (one collective)."""
+        if self.distributed.is_coordinator():
+            with self.errors:
+                self.manager.wait()
+        self.errors.check()
 
     def wait(self) -> None:
         """Every checkpoint on disk; while another error is in flight, a write error is logged, not raised."""

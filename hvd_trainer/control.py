@@ -24,6 +24,7 @@ import torch
 from hvd_trainer import signals
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce
 from hvd_trainer.errors import TrainingDivergedError
+from hvd_trainer.rank_errors import DeferredErrors
 
 #: A NaN at step s travels as NONFINITE_BASE - s, so that a max-reduction finds the earliest.
 NONFINITE_BASE = float(2**40)
@@ -69,6 +70,8 @@ class Control:
         self._clock: Optional[Tuple[float, int]] = None
         self._nonfinite_step: Optional[int] = None
         self._pending: Optional[PendingReduce] = None
+        #: Errors of code that not every rank runs, raised on every rank at the next agreement.
+        self.errors = DeferredErrors(distributed)
 
     def start(self) -> None:
         """A train() call begins: agree at its first step, then `first_steps` later."""
@@ -98,14 +101,15 @@ class Control:
             self._nonfinite_step = step
 
     def submit(self) -> None:
-        """Start the agreement: one max-reduction of [stop request, earliest NaN step, seconds per step]."""
+        """Start the agreement: one max-reduction of [stop request, earliest NaN step, seconds per step, failed]."""
         now = time.perf_counter()
         seconds_per_step = 0.0
         if self._clock is not None and self.optimizer_steps > self._clock[1]:
             seconds_per_step = (now - self._clock[0]) / (self.optimizer_steps - self._clock[1])
         self._clock = (now, self.optimizer_steps)
         nonfinite = NONFINITE_BASE - self._nonfinite_step if self._nonfinite_step is not None else 0.0
-        flags = torch.tensor([float(self.signals.requested), nonfinite, seconds_per_step], dtype=torch.float64)
+        flags = torch.tensor([float(self.signals.requested), nonfinite, seconds_per_step, float(self.errors.failed)],
+                             dtype=torch.float64)
         if self.distributed.size() == 1:
             # Nothing to agree on; Horovod would still route it through its background thread.
             self._pending = PendingReduce(lambda: flags)
@@ -115,10 +119,23 @@ class Control:
     def collect(self) -> Decision:
         """Wait for the agreement started by submit(); the same Decision on every rank."""
         flags, self._pending = self._pending.wait(), None
-        stop, nonfinite, seconds_per_step = flags.tolist()
+        stop, nonfinite, seconds_per_step, failed = flags.tolist()
+        if failed:
+            self.errors.raise_agreed()
         if seconds_per_step > 0:
             # The slowest rank's step time, so every rank derives the same spacing.
             self._spacing = max(1, min(self.max_steps, int(self.interval_seconds / seconds_per_step)))
         self._next_step = self._clock[1] + self._spacing
         return Decision(stop_reason=signals.STOP_REASONS[int(stop)],
                         nonfinite_step=int(NONFINITE_BASE - nonfinite) if int(nonfinite) else None)
+
+    def vote(self, local_stop: bool) -> bool:
+        """One collective outside the step: whether any rank wants to stop; raises any rank's deferred error."""
+        if self.distributed.size() == 1:
+            self.errors.check()
+            return bool(local_stop)
+        stop, failed = self.distributed.allreduce(
+            torch.tensor([float(local_stop), float(self.errors.failed)], dtype=torch.float64), op="max").tolist()
+        if failed:
+            self.errors.raise_agreed()
+        return bool(stop)

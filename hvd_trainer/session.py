@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-import torch
-
 from hvd_trainer.checkpointer import Checkpointer
 from hvd_trainer.data.dataset import Batcher, Dataset
 from hvd_trainer.progress import ProgressTracker
@@ -35,8 +33,6 @@ class TrainingSession:
     has_validation: bool
     progress_bar: Any = None
     start_time: float = field(default_factory=time.time)
-    last_loss: Optional[torch.Tensor] = None
-    last_losses: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def save_progress(self, learning_rate: float) -> None:
         """The elapsed time and LR into the tracker, then latest.ckpt and training_progress.json."""

@@ -19,7 +19,7 @@ import torch
 from hvd_trainer import best, signals
 from hvd_trainer.batch_size_tuner import MAX_CPU_BATCH_SIZE, tune_model_batch_size
 from hvd_trainer.callbacks import Callback, overriding
-from hvd_trainer.checkpointer import Checkpointer
+from hvd_trainer.checkpointer import Checkpointer, make_run_directory
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.control import Control
 from hvd_trainer.data.dataset import Dataset
@@ -125,9 +125,18 @@ class Trainer(LudwigTrainerAPI):
         return self.distributed.rank() == 0
 
     def callback(self, fn: Callable[[Callback], Any], coordinator_only: bool = True) -> None:
-        if not coordinator_only or self.is_coordinator():
-            for cb in self.callbacks:
-                fn(cb)
+        """fn(callback) on the coordinator (Ludwig's contract), or on every rank when not coordinator_only or
+        when the callback asks for it (`every_rank = True`). An error is every rank's at the next agreement."""
+        coordinator = self.is_coordinator()
+        for cb in self.callbacks:
+            if coordinator or not coordinator_only or getattr(cb, "every_rank", False):
+                with self.control.errors:
+                    fn(cb)
+
+    def _step_hooks(self, hook: str) -> List[Callback]:
+        """The callbacks whose per-step `hook` runs on this rank (only those that define it cost a call)."""
+        coordinator = self.is_coordinator()
+        return [cb for cb in overriding(self.callbacks, hook) if coordinator or getattr(cb, "every_rank", False)]
 
     # ---- one step -------------------------------------------------------------------------
     def train_step(self, inputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor], should_step: bool = True,
@@ -154,6 +163,7 @@ class Trainer(LudwigTrainerAPI):
                 self.callback(lambda c: c.on_trainer_train_setup(self, save_path, self.is_coordinator()),
                               coordinator_only=False)
                 self._run(session)
+                session.checkpointer.finish()
             finally:
                 # Every checkpoint on disk before train() returns, raises or the process exits.
                 session.close()
@@ -171,9 +181,12 @@ class Trainer(LudwigTrainerAPI):
 
     def _setup_session(self, training_set, validation_set, test_set, save_path) -> TrainingSession:
         if self.is_coordinator():
-            os.makedirs(save_path, exist_ok=True)
-        checkpointer = Checkpointer.for_run(save_path, self.distributed, self.model, self.optimizer, self.scheduler,
-                                            self.scaler, self.config.checkpoint_in_background, self.skip_save_model,
+            with self.control.errors:
+                make_run_directory(save_path)
+        self.control.errors.check()
+        checkpointer = Checkpointer.for_run(save_path, self.distributed, self.control.errors, self.model,
+                                            self.optimizer, self.scheduler, self.scaler,
+                                            self.config.checkpoint_in_background, self.skip_save_model,
                                             self.skip_save_progress)
         resumed = None
         if self.resume:
@@ -239,10 +252,10 @@ class Trainer(LudwigTrainerAPI):
             else:
                 self.model.reset_metrics()
             self.compiled_model.train()
-            self.callback(lambda c: c.on_epoch_start(self, pt, session.save_path), coordinator_only=False)
+            self.callback(lambda c: c.on_epoch_start(self, pt, session.save_path))
             should_stop = self._train_loop(session)
             if pt.epoch_step == 0:
-                self.callback(lambda c: c.on_epoch_end(self, pt, session.save_path), coordinator_only=False)
+                self.callback(lambda c: c.on_epoch_end(self, pt, session.save_path))
             if self.stop_reason is not None:
                 break
         last_evaluated = session.next_evaluation - session.schedule.steps_per_evaluation
@@ -268,16 +281,17 @@ class Trainer(LudwigTrainerAPI):
         """
         pt, batcher, control, schedule = session.progress_tracker, session.batcher, self.control, session.schedule
         model, device, save_path = self.model, self.device, session.save_path
-        # Per-step hooks run on every rank; only callbacks that define them cost a call.
-        batch_start, batch_end = overriding(self.callbacks, "on_batch_start"), overriding(self.callbacks, "on_batch_end")
+        batch_start, batch_end, errors = self._step_hooks("on_batch_start"), self._step_hooks("on_batch_end"), control.errors
         accumulation, progress_bar, writer = self.gradient_accumulation_steps, session.progress_bar, session.writers["training"]
         log_steps = progress_bar is not None and not isinstance(writer, NullSummaryWriter)
         batch_idx = 0
         control.pause()
         self.distributed.zero_grad(self.optimizer)
         while not batcher.last_batch() and pt.steps < schedule.total_steps:
-            for cb in batch_start:
-                cb.on_batch_start(self, pt, save_path)
+            if batch_start:
+                with errors:
+                    for cb in batch_start:
+                        cb.on_batch_start(self, pt, save_path)
             batch = batcher.next_batch()
             batch_idx += 1
             epoch_done = batcher.last_batch()
@@ -288,7 +302,6 @@ class Trainer(LudwigTrainerAPI):
             pt.epoch_step += 1
             loss_value = loss.item()
             control.note_loss(loss_value, pt.steps + 1)
-            session.last_loss, session.last_losses = loss, all_losses
             if should_step:
                 # Steps, the LR schedule and evaluations count optimizer steps (see schedule.py).
                 control.stepped()
@@ -305,8 +318,10 @@ class Trainer(LudwigTrainerAPI):
                     if log_steps:
                         write_step_summary(writer, loss_value, all_losses, pt.steps, self.scheduler.get_last_lr()[0])
                     progress_bar.update(1)
-            for cb in batch_end:
-                cb.on_batch_end(self, pt, save_path, sync_step=should_step)
+            if batch_end:
+                with errors:
+                    for cb in batch_end:
+                        cb.on_batch_end(self, pt, save_path, sync_step=should_step)
             if not should_step:
                 continue  # a checkpoint never falls between the batches of one accumulated step
             if self.stop_reason is not None:
@@ -328,7 +343,7 @@ class Trainer(LudwigTrainerAPI):
     def _save_on_stop(self, session: TrainingSession) -> None:
         self.distributed.average_batch_norm_statistics(self.model)
         session.save_progress(self.scheduler.get_last_lr()[0])
-        session.checkpointer.manager.wait()  # stopping: the checkpoint must be on disk before we say so
+        session.checkpointer.finish()  # stopping: the checkpoint must be on disk before we say so
         if self.is_coordinator():
             logger.info("Stopped at step %d (%s); checkpoint saved in %s.", session.progress_tracker.steps,
                         self.stop_reason, session.checkpointer.manager.directory)
@@ -359,7 +374,7 @@ class Trainer(LudwigTrainerAPI):
         else:
             # No validation set: the newest model is the best one.
             self._save_best(session)
-            should_break = best.agree_to_stop(self.distributed, self._callbacks_want_stop(pt))
+            should_break = self.control.vote(self._callbacks_want_stop(pt))
         self.callback(lambda c: c.on_eval_end(self, pt, save_path))
         return should_break
 
@@ -375,7 +390,8 @@ class Trainer(LudwigTrainerAPI):
         self.scheduler.eval_step(pt, field_name)
         if self.config.increase_batch_size_on_plateau > 0:
             self.increase_batch_size(pt, field_name)
-        stop = best.agree_to_stop(self.distributed, verdict.should_stop or self._callbacks_want_stop(pt))
+        # One rank's vote (a callback on that rank, say) stops every rank at this same step.
+        stop = self.control.vote(verdict.should_stop or self._callbacks_want_stop(pt))
         if stop and not verdict.should_stop and self.is_coordinator():
             logger.info("Early stopping requested by another rank.")
         return stop

@@ -113,3 +113,56 @@ def test_each_rank_gets_its_own_gpu_and_a_clear_error_when_ranks_outnumber_gpus(
     assert gpu_for_local_rank(3, 4, 1) == 0, "one visible GPU per rank (SLURM --gpus-per-task) is the rank's own"
     with pytest.raises(LaunchError, match="runs 4 ranks but has 2 GPUs"):
         gpu_for_local_rank(3, 4, 2)
+
+
+# ---- errors that happen on one rank only ---------------------------------------------------------------------
+def _rank_error(tmp_path, scenario, save_path):
+    require_horovod()
+    r = run_job(launcher_command("gloo", 2) + [f"{WORKERS}/rank_error_checks.py", scenario, str(tmp_path),
+                                              str(save_path)], timeout=180)
+    assert r.returncode == 0, r.stdout[-4000:]
+    return [json.load(open(tmp_path / f"{scenario}.rank{i}.json")) for i in (0, 1)]
+
+
+def test_an_output_directory_rank_0_cannot_create_is_the_same_error_on_every_rank(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    ranks = _rank_error(tmp_path, "unwritable_output", tmp_path / "a_file" / "run")
+    assert ranks[0] == ranks[1] and ranks[0]["error"] == "ConfigError"
+    assert "cannot be created or written" in ranks[0]["message"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 16 KiB tmpfs: room for the run directory, not for a checkpoint."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_during_a_background_checkpoint_write_stops_every_rank_with_one_error(tmp_path, small_tmpfs):
+    ranks = _rank_error(tmp_path, "disk_full", small_tmpfs / "run")
+    assert ranks[0] == ranks[1] and ranks[0]["error"] == "CheckpointError"
+    assert "No space left on device" in ranks[0]["message"] and "--resume" in ranks[0]["message"]
+
+
+def test_a_corrupt_best_checkpoint_is_the_same_error_on_every_rank(tmp_path):
+    ranks = _rank_error(tmp_path, "corrupt_best", tmp_path / "run")
+    assert ranks[0] == ranks[1] and ranks[0]["error"] == "CheckpointError"
+    assert "best.ckpt" in ranks[0]["message"]
+
+
+@pytest.mark.parametrize("scenario, failing", [("callback_on_rank0", 0), ("callback_on_rank1", 1)])
+def test_a_callback_that_fails_on_one_rank_stops_every_rank(tmp_path, scenario, failing):
+    ranks = _rank_error(tmp_path, scenario, tmp_path / "run")
+    other = 1 - failing
+    assert ranks[failing]["error"] == "ValueError"
+    assert ranks[other]["error"] == "RankFailedError"
+    assert ranks[failing]["message"] in ranks[other]["message"]
+    assert f"Rank {failing} failed with ValueError" in ranks[other]["message"]

@@ -25,6 +25,7 @@ from hvd_trainer.trainer import Trainer
 
 
 class Slow(Callback):
+    every_rank = True  # every rank slows down, as a slow machine would
     def __init__(self, seconds):
         self.seconds = seconds
 

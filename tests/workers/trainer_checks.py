@@ -34,6 +34,7 @@ class StopOnRank(Callback):
 
 class PoisonOnRank(Callback):
     """Makes one rank's next batch NaN at a given step."""
+    every_rank = True  # a per-rank hook: it must run on the rank it names
 
     def __init__(self, rank, step):
         self.rank, self.step = rank, step
@@ -45,6 +46,7 @@ class PoisonOnRank(Callback):
 
 class SlowRank(Callback):
     """One rank sleeps after each batch: its steps take longer than the other's."""
+    every_rank = True  # a per-rank hook: it must run on the rank it names
 
     def __init__(self, rank, seconds):
         self.rank, self.seconds = rank, seconds
