@@ -30,6 +30,7 @@ from hvd_trainer.lr_scheduler import LRScheduler
 from hvd_trainer.ludwig_trainer_api import LudwigTrainerAPI
 from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.features import higher_is_better
+from hvd_trainer.metric_checks import check_metric_references
 from hvd_trainer.metrics import LOSS
 from hvd_trainer.optimizers import create_optimizer
 from hvd_trainer.plateau import increase_batch_size_on_plateau
@@ -87,6 +88,7 @@ class Trainer(LudwigTrainerAPI):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.compiled_model = torch.compile(self.model) if self.config.compile else self.model
+        check_metric_references(self.config, self.model.output_features, self.validation_field)
         self.control = Control(self.distributed, signals.StopSignals())
 
         # Horovod: the LR grows with the world size as the gradient reduction asks (see the strategy).

@@ -166,3 +166,26 @@ def test_a_callback_that_fails_on_one_rank_stops_every_rank(tmp_path, scenario, 
     assert ranks[other]["error"] == "RankFailedError"
     assert ranks[failing]["message"] in ranks[other]["message"]
     assert f"Rank {failing} failed with ValueError" in ranks[other]["message"]
+
+
+# ---- config checked before any work ------------------------------------------------------------------------
+@pytest.mark.parametrize("config, message", [
+    ({"validation_metric": "acuracy"}, "trainer.validation_metric is 'acuracy', but y (trainer.validation_field) "
+                                       "reports loss, accuracy, hits_at_k; choose one of these. Did you mean 'accuracy'?"),
+    ({"validation_field": "yy"}, "trainer.validation_field is 'yy', which is not an output of this model; use one "
+                                 "of: y, combined. Did you mean 'y'?"),
+    ({"learning_rate_scheduler": {"reduce_on_plateau": 1, "reduce_eval_metric": "los"}},
+     "trainer.learning_rate_scheduler.reduce_eval_metric is 'los'"),
+    ({"increase_batch_size_on_plateau": 1, "increase_batch_size_eval_metric": "mse"},
+     "trainer.increase_batch_size_eval_metric is 'mse'"),
+])
+def test_metric_names_in_the_config_are_checked_when_the_trainer_is_built(config, message):
+    from workers.synthetic import mlp_model
+
+    from hvd_trainer.distributed import LocalStrategy
+    from hvd_trainer.errors import ConfigError
+    from hvd_trainer.trainer import Trainer
+
+    with pytest.raises(ConfigError) as error:
+        Trainer({"batch_size": 8, **config}, mlp_model(), distributed=LocalStrategy())
+    assert message in str(error.value)
