@@ -60,7 +60,7 @@ class JobConfig:
     @classmethod
     def saved(cls, hyperparameters_path: str) -> "JobConfig":
         """The config a run saved (model_hyperparameters.json), validated."""
-        return cls.from_dict(read_saved_config(hyperparameters_path))
+        return cls.from_dict(_read_saved_config(hyperparameters_path))
 
     @classmethod
     def for_resume(cls, layout: RunLayout, path: Optional[str], overrides: Sequence[str] = ()) -> "JobConfig":
@@ -74,7 +74,7 @@ class JobConfig:
                 f"--resume {layout.root}: there is no {MODEL_DIR}/{MODEL_HYPERPARAMETERS} in it, so it is "
                 "not an hvd_trainer run directory (results/<experiment>_<model>). Pass the directory that training created."
             )
-        saved = read_saved_config(layout.hyperparameters)
+        saved = _read_saved_config(layout.hyperparameters)
         given = load_yaml(path) if path else {}
         data = copy.deepcopy(saved)
         if given:
@@ -92,7 +92,7 @@ class JobConfig:
         return cls.from_dict(data)
 
 
-def read_saved_config(hyperparameters_path: str) -> Dict[str, Any]:
+def _read_saved_config(hyperparameters_path: str) -> Dict[str, Any]:
     """The plain dict in a run's model_hyperparameters.json."""
     with open(hyperparameters_path) as fh:
         return json.load(fh)
