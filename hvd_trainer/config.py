@@ -10,7 +10,7 @@ from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 import yaml
 
-from hvd_trainer.config_schema import from_dict, to_dict
+from hvd_trainer.config_schema import from_dict, setting, to_dict
 from hvd_trainer.errors import ConfigError
 
 OPTIMIZER_TYPES = ("adam", "adamw", "sgd", "lbfgs", "adagrad", "adadelta", "adamax", "nadam", "rmsprop")
@@ -29,33 +29,28 @@ OPTIMIZER_KEYS = {
 }
 
 
-def _f(default, help: str, **meta):
-    """A dataclass field with an immutable default and its one-line help (shown in errors)."""
-    return field(default=default, metadata={"help": help, **meta})
-
-
 @dataclass
 class OptimizerConfig:
-    type: str = _f("adam", "Optimizer name.", choices=OPTIMIZER_TYPES)
-    betas: Optional[Tuple[float, float]] = _f(None, "Adam-family coefficients (default 0.9, 0.999).")
-    eps: Optional[float] = _f(None, "Term added for numerical stability.", gt=0)
-    weight_decay: Optional[float] = _f(None, "Decoupled (adamw) or L2 (others) weight decay.", min=0)
-    amsgrad: Optional[bool] = _f(None, "Use the AMSGrad variant (adam, adamw).")
-    momentum: Optional[float] = _f(None, "Momentum factor (sgd, rmsprop).", min=0)
-    dampening: Optional[float] = _f(None, "Dampening for momentum (sgd).", min=0)
-    nesterov: Optional[bool] = _f(None, "Nesterov momentum (sgd; needs momentum > 0).")
-    alpha: Optional[float] = _f(None, "Smoothing constant (rmsprop).", min=0)
-    centered: Optional[bool] = _f(None, "Centered RMSProp.")
-    rho: Optional[float] = _f(None, "Running-average coefficient (adadelta).", min=0, max=1)
-    lr_decay: Optional[float] = _f(None, "Learning-rate decay (adagrad).", min=0)
-    initial_accumulator_value: Optional[float] = _f(None, "Initial accumulator (adagrad).", min=0)
-    momentum_decay: Optional[float] = _f(None, "Momentum decay (nadam).", min=0)
-    max_iter: Optional[int] = _f(None, "Iterations per step (lbfgs).", min=1)
-    max_eval: Optional[int] = _f(None, "Function evaluations per step (lbfgs).", min=1)
-    tolerance_grad: Optional[float] = _f(None, "First-order optimality tolerance (lbfgs).", min=0)
-    tolerance_change: Optional[float] = _f(None, "Function/parameter change tolerance (lbfgs).", min=0)
-    history_size: Optional[int] = _f(None, "Update history size (lbfgs).", min=1)
-    line_search_fn: Optional[str] = _f(None, "Line search (lbfgs).", choices=("strong_wolfe",))
+    type: str = setting("adam", "Optimizer name.", choices=OPTIMIZER_TYPES)
+    betas: Optional[Tuple[float, float]] = setting(None, "Adam-family coefficients (default 0.9, 0.999).")
+    eps: Optional[float] = setting(None, "Term added for numerical stability.", gt=0)
+    weight_decay: Optional[float] = setting(None, "Decoupled (adamw) or L2 (others) weight decay.", min=0)
+    amsgrad: Optional[bool] = setting(None, "Use the AMSGrad variant (adam, adamw).")
+    momentum: Optional[float] = setting(None, "Momentum factor (sgd, rmsprop).", min=0)
+    dampening: Optional[float] = setting(None, "Dampening for momentum (sgd).", min=0)
+    nesterov: Optional[bool] = setting(None, "Nesterov momentum (sgd; needs momentum > 0).")
+    alpha: Optional[float] = setting(None, "Smoothing constant (rmsprop).", min=0)
+    centered: Optional[bool] = setting(None, "Centered RMSProp.")
+    rho: Optional[float] = setting(None, "Running-average coefficient (adadelta).", min=0, max=1)
+    lr_decay: Optional[float] = setting(None, "Learning-rate decay (adagrad).", min=0)
+    initial_accumulator_value: Optional[float] = setting(None, "Initial accumulator (adagrad).", min=0)
+    momentum_decay: Optional[float] = setting(None, "Momentum decay (nadam).", min=0)
+    max_iter: Optional[int] = setting(None, "Iterations per step (lbfgs).", min=1)
+    max_eval: Optional[int] = setting(None, "Function evaluations per step (lbfgs).", min=1)
+    tolerance_grad: Optional[float] = setting(None, "First-order optimality tolerance (lbfgs).", min=0)
+    tolerance_change: Optional[float] = setting(None, "Function/parameter change tolerance (lbfgs).", min=0)
+    history_size: Optional[int] = setting(None, "Update history size (lbfgs).", min=1)
+    line_search_fn: Optional[str] = setting(None, "Line search (lbfgs).", choices=("strong_wolfe",))
 
     def __post_init__(self):
         allowed = OPTIMIZER_KEYS[self.type]
@@ -83,27 +78,27 @@ OPTIMIZER_KEYS_ALL = tuple(sorted(set().union(*OPTIMIZER_KEYS.values())))
 
 @dataclass
 class GradientClippingConfig:
-    clipglobalnorm: Optional[float] = _f(0.5, "Clip the global norm of all gradients to this.", gt=0)
-    clipnorm: Optional[float] = _f(None, "Clip the gradients' norm to this (after clipglobalnorm).", gt=0)
-    clipvalue: Optional[float] = _f(None, "Clip each gradient value to [-clipvalue, clipvalue].", gt=0)
+    clipglobalnorm: Optional[float] = setting(0.5, "Clip the global norm of all gradients to this.", gt=0)
+    clipnorm: Optional[float] = setting(None, "Clip the gradients' norm to this (after clipglobalnorm).", gt=0)
+    clipvalue: Optional[float] = setting(None, "Clip each gradient value to [-clipvalue, clipvalue].", gt=0)
 
 
 @dataclass
 class LRSchedulerConfig:
-    decay: Optional[str] = _f(None, "Decay after warmup.", choices=("linear", "exponential", "cosine"))
-    decay_rate: float = _f(0.96, "Exponential decay rate.", gt=0, max=1)
-    decay_steps: int = _f(10000, "Steps over which the exponential decay applies decay_rate once.", min=1)
-    staircase: bool = _f(False, "Exponential decay in whole steps of decay_steps.")
-    reduce_on_plateau: int = _f(0, "How many times the LR may be reduced on a plateau (0: never).", min=0)
-    reduce_on_plateau_patience: int = _f(10, "Evaluations without improvement before a reduction.", min=1)
-    reduce_on_plateau_rate: float = _f(0.1, "Factor applied to the LR at each reduction.", gt=0, max=1)
-    warmup_evaluations: float = _f(0, "Warmup length in evaluation periods.", min=0)
-    warmup_fraction: float = _f(0.0, "Warmup length as a fraction of all training steps.", min=0, max=1)
-    reduce_eval_metric: str = _f("loss", "Metric watched for plateaus.")
-    reduce_eval_split: str = _f("training", "Split watched for plateaus.", choices=("training", "validation", "test"))
-    t_0: Optional[int] = _f(None, "Steps in the first cosine cycle (default: all training steps).", min=1)
-    t_mult: int = _f(1, "Factor growing each later cosine cycle.", min=1)
-    eta_min: float = _f(0.0, "Minimum LR of the cosine schedule.", min=0)
+    decay: Optional[str] = setting(None, "Decay after warmup.", choices=("linear", "exponential", "cosine"))
+    decay_rate: float = setting(0.96, "Exponential decay rate.", gt=0, max=1)
+    decay_steps: int = setting(10000, "Steps over which the exponential decay applies decay_rate once.", min=1)
+    staircase: bool = setting(False, "Exponential decay in whole steps of decay_steps.")
+    reduce_on_plateau: int = setting(0, "How many times the LR may be reduced on a plateau (0: never).", min=0)
+    reduce_on_plateau_patience: int = setting(10, "Evaluations without improvement before a reduction.", min=1)
+    reduce_on_plateau_rate: float = setting(0.1, "Factor applied to the LR at each reduction.", gt=0, max=1)
+    warmup_evaluations: float = setting(0, "Warmup length in evaluation periods.", min=0)
+    warmup_fraction: float = setting(0.0, "Warmup length as a fraction of all training steps.", min=0, max=1)
+    reduce_eval_metric: str = setting("loss", "Metric watched for plateaus.")
+    reduce_eval_split: str = setting("training", "Split watched for plateaus.", choices=("training", "validation", "test"))
+    t_0: Optional[int] = setting(None, "Steps in the first cosine cycle (default: all training steps).", min=1)
+    t_mult: int = setting(1, "Factor growing each later cosine cycle.", min=1)
+    eta_min: float = setting(0.0, "Minimum LR of the cosine schedule.", min=0)
 
     def __post_init__(self):
         if self.warmup_evaluations and self.warmup_fraction:
@@ -117,36 +112,36 @@ class LRSchedulerConfig:
 class TrainerConfig:
     """The `trainer:` section, with Ludwig's ECD trainer names and defaults."""
 
-    learning_rate: float = _f(0.001, "Base learning rate, before scaling by the number of ranks.", gt=0)
-    epochs: int = _f(100, "Passes over the training set (train_steps overrides it).", min=1)
-    train_steps: Optional[int] = _f(None, "Total optimizer steps; overrides epochs.", min=1)
-    batch_size: Union[Literal["auto"], int] = _f("auto", "Per-rank batch size, or auto to tune it.", min=1)
-    eval_batch_size: Union[None, Literal["auto"], int] = _f(None, "Evaluation batch size (null: batch_size).", min=1)
-    max_batch_size: int = _f(2**40, "Upper bound for batch size tuning and increases.", min=1)
-    gradient_accumulation_steps: Union[Literal["auto"], int] = _f("auto", "Backward passes per optimizer step.", min=1)
-    early_stop: int = _f(5, "Evaluations without validation improvement before stopping (-1: never).", min=-1)
-    steps_per_checkpoint: int = _f(0, "Evaluate and checkpoint every N steps (0: once per epoch).", min=0)
-    checkpoints_per_epoch: int = _f(0, "Evaluate and checkpoint N times per epoch (0: once).", min=0)
-    evaluate_training_set: bool = _f(False, "Run a full pass over the training set at each evaluation.")
-    validation_field: Optional[str] = _f(None, "Output feature watched for improvement (default: the first, or 'combined').")
-    validation_metric: Optional[str] = _f(None, "Metric watched for improvement (default: loss).")
+    learning_rate: float = setting(0.001, "Base learning rate, before scaling by the number of ranks.", gt=0)
+    epochs: int = setting(100, "Passes over the training set (train_steps overrides it).", min=1)
+    train_steps: Optional[int] = setting(None, "Total optimizer steps; overrides epochs.", min=1)
+    batch_size: Union[Literal["auto"], int] = setting("auto", "Per-rank batch size, or auto to tune it.", min=1)
+    eval_batch_size: Union[None, Literal["auto"], int] = setting(None, "Evaluation batch size (null: batch_size).", min=1)
+    max_batch_size: int = setting(2**40, "Upper bound for batch size tuning and increases.", min=1)
+    gradient_accumulation_steps: Union[Literal["auto"], int] = setting("auto", "Backward passes per optimizer step.", min=1)
+    early_stop: int = setting(5, "Evaluations without validation improvement before stopping (-1: never).", min=-1)
+    steps_per_checkpoint: int = setting(0, "Evaluate and checkpoint every N steps (0: once per epoch).", min=0)
+    checkpoints_per_epoch: int = setting(0, "Evaluate and checkpoint N times per epoch (0: once).", min=0)
+    evaluate_training_set: bool = setting(False, "Run a full pass over the training set at each evaluation.")
+    validation_field: Optional[str] = setting(None, "Output feature watched for improvement (default: the first, or 'combined').")
+    validation_metric: Optional[str] = setting(None, "Metric watched for improvement (default: loss).")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "Optimizer."})
-    regularization_type: Optional[str] = _f("l2", "Penalty added to the loss.", choices=("l1", "l2", "l1_l2"))
-    regularization_lambda: float = _f(0.0, "Weight of the penalty.", min=0)
-    should_shuffle: bool = _f(True, "Reshuffle the training set every epoch.")
-    increase_batch_size_on_plateau: int = _f(0, "How many times the batch size may grow on a plateau.", min=0)
-    increase_batch_size_on_plateau_patience: int = _f(5, "Evaluations without improvement before growing.", min=1)
-    increase_batch_size_on_plateau_rate: float = _f(2.0, "Factor applied to the batch size.", gt=1)
-    increase_batch_size_on_plateau_max: int = _f(512, "Largest batch size reached by growing.", min=1)
-    increase_batch_size_eval_metric: str = _f("loss", "Metric watched for batch size growth.")
-    increase_batch_size_eval_split: str = _f("training", "Split watched for batch size growth.", choices=("training", "validation", "test"))
+    regularization_type: Optional[str] = setting("l2", "Penalty added to the loss.", choices=("l1", "l2", "l1_l2"))
+    regularization_lambda: float = setting(0.0, "Weight of the penalty.", min=0)
+    should_shuffle: bool = setting(True, "Reshuffle the training set every epoch.")
+    increase_batch_size_on_plateau: int = setting(0, "How many times the batch size may grow on a plateau.", min=0)
+    increase_batch_size_on_plateau_patience: int = setting(5, "Evaluations without improvement before growing.", min=1)
+    increase_batch_size_on_plateau_rate: float = setting(2.0, "Factor applied to the batch size.", gt=1)
+    increase_batch_size_on_plateau_max: int = setting(512, "Largest batch size reached by growing.", min=1)
+    increase_batch_size_eval_metric: str = setting("loss", "Metric watched for batch size growth.")
+    increase_batch_size_eval_split: str = setting("training", "Split watched for batch size growth.", choices=("training", "validation", "test"))
     gradient_clipping: GradientClippingConfig = field(default_factory=GradientClippingConfig, metadata={"help": "Gradient clipping."})
-    learning_rate_scaling: str = _f("linear", "How the LR grows with the number of ranks.", choices=("constant", "sqrt", "linear"))
-    use_mixed_precision: bool = _f(False, "Automatic mixed precision (CUDA only).")
-    compile: bool = _f(False, "Wrap the model with torch.compile.")
+    learning_rate_scaling: str = setting("linear", "How the LR grows with the number of ranks.", choices=("constant", "sqrt", "linear"))
+    use_mixed_precision: bool = setting(False, "Automatic mixed precision (CUDA only).")
+    compile: bool = setting(False, "Wrap the model with torch.compile.")
     learning_rate_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig, metadata={"help": "LR schedule."})
-    skip_all_evaluation: bool = _f(False, "Skip evaluation entirely (checkpoints are still written).")
-    checkpoint_in_background: bool = _f(
+    skip_all_evaluation: bool = setting(False, "Skip evaluation entirely (checkpoints are still written).")
+    checkpoint_in_background: bool = setting(
         True, "Copy the state in memory and write checkpoints from a thread while training goes on (needs host "
         "memory for up to two more copies of the model and optimizer state while an evaluation's files are "
         "written; false writes them in the training loop).")
@@ -188,9 +183,9 @@ class TrainerConfig:
 class DistributedConfig:
     """hvd_trainer's own `distributed:` section."""
 
-    strategy: str = _f("auto", "auto (Horovod when launched by horovodrun, mpirun or srun), horovod or local.", choices=("auto", "horovod", "local"))
-    compression: str = _f("none", "Gradient compression on the wire.", choices=("none", "fp16"))
-    op: str = _f("average", "Gradient reduction.", choices=("average", "sum", "adasum"))
+    strategy: str = setting("auto", "auto (Horovod when launched by horovodrun, mpirun or srun), horovod or local.", choices=("auto", "horovod", "local"))
+    compression: str = setting("none", "Gradient compression on the wire.", choices=("none", "fp16"))
+    op: str = setting("average", "Gradient reduction.", choices=("average", "sum", "adasum"))
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "DistributedConfig":

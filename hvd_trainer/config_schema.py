@@ -20,6 +20,12 @@ T = TypeVar("T")
 _NONE = type(None)
 
 
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with an immutable default, its one-line help (shown in errors) and
+    metadata (choices, min, max, gt) that the loader checks."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
 def did_you_mean(word: str, options) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -101,22 +107,12 @@ def _describe(tp: Any) -> str:
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """`value` as type `tp`, or a ConfigError naming `key`, the value and the type wanted."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin is Union:
-        errors = []
-        args = typing.get_args(tp)
-        non_null = [a for a in args if a is not _NONE]
-        if value is not None and len(non_null) == 1:
-            return _coerce(non_null[0], value, key)  # Optional[X]: X's own error is the precise one
-        # Try literal and exact matches first so that 'auto' does not become a float error.
-        for arg in sorted(args, key=lambda a: 0 if typing.get_origin(a) is typing.Literal or a is _NONE else 1):
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be {_describe(tp)}.")
+        return _coerce_union(tp, value, key)
     if origin is typing.Literal:
         if value in typing.get_args(tp):
             return value
@@ -127,46 +123,83 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be null.")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be true or false.")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be an integer.")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads 1e-3 (no dot) as a string; accept what is clearly a number.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be a number.")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be a string.")
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} is {value!r}, but it must be a list.")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key} is {value!r}, but it must be a list of {len(args)} values.")
-            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        inner = args[0] if args else Any
-        items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(tp, value, key)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} is {value!r}, but it must be a mapping.")
         return dict(value)
     return value
+
+
+def _coerce_union(tp: Any, value: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    non_null = [a for a in args if a is not _NONE]
+    if value is not None and len(non_null) == 1:
+        return _coerce(non_null[0], value, key)  # Optional[X]: X's own error is the precise one
+    # Try literal and exact matches first so that 'auto' does not become a float error.
+    for arg in sorted(args, key=lambda a: 0 if typing.get_origin(a) is typing.Literal or a is _NONE else 1):
+        try:
+            return _coerce(arg, value, key)
+        except ConfigError:
+            continue
+    raise _wrong_type(key, value, _describe(tp))
+
+
+def _coerce_sequence(tp: Any, value: Any, key: str) -> Any:
+    """A list, or a tuple of fixed length (Tuple[float, float]) or any length (Tuple[int, ...])."""
+    origin = typing.get_origin(tp)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} is {value!r}, but it must be a list.")
+    args = typing.get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{key} is {value!r}, but it must be a list of {len(args)} values.")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    inner = args[0] if args else Any
+    items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
+
+
+def _wrong_type(key: str, value: Any, wanted: str) -> ConfigError:
+    return ConfigError(f"{key} is {value!r} ({type(value).__name__}), but it must be {wanted}.")
+
+
+def _coerce_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _wrong_type(key, value, "true or false")
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _wrong_type(key, value, "an integer")
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        # PyYAML reads 1e-3 (no dot) as a string; accept what is clearly a number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise _wrong_type(key, value, "a number")
+
+
+def _coerce_str(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise _wrong_type(key, value, "a string")
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def to_dict(obj: Any) -> Any:

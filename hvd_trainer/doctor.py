@@ -13,19 +13,15 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from hvd_trainer.distributed.launcher import detect_launcher
-from hvd_trainer.errors import HvdTrainerError
+from hvd_trainer.distributed.versions import horovod_version
+from hvd_trainer.errors import EXIT_INPUT_ERROR, HvdTrainerError
 
 
 def _versions() -> Dict[str, Any]:
     import torch
 
-    info: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import horovod
-
-        info["horovod"] = horovod.__version__
-    except ImportError:
-        info["horovod"] = "not installed"
+    info: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "horovod": horovod_version() or "not installed"}
     try:
         import mpi4py
 
@@ -138,7 +134,7 @@ def run_doctor(strategy_name: str = "auto") -> Tuple[int, str]:
     try:
         strategy = init_dist_strategy(strategy_name)
     except HvdTrainerError as e:
-        return 2, f"hvd_trainer doctor: {e}"
+        return EXIT_INPUT_ERROR, f"hvd_trainer doctor: {e}"
     infos = strategy.allgather_object(collect_rank_info(strategy), name="hvd_trainer.doctor")
     if not strategy.is_coordinator():
         return 0, ""

@@ -1,8 +1,12 @@
 """Errors that hvd_trainer raises for bad input.
 
 Each message is one paragraph that names the cause and the fix. The CLI prints these without
-a traceback; anything else that escapes is a bug and keeps its traceback.
+a traceback and exits with EXIT_INPUT_ERROR; anything else that escapes is a bug and keeps its
+traceback.
 """
+
+#: The exit status of a run stopped by an HvdTrainerError (bad config, data, checkpoint or launch).
+EXIT_INPUT_ERROR = 2
 
 
 class HvdTrainerError(Exception):

@@ -212,7 +212,6 @@ def check_hosts(
     other host has. Local hosts (an address of this machine) are not ssh'ed, as horovodrun
     does not ssh to them either.
     """
-    problems: List[str] = []
     names = list(hosts)
     if not names:
         return ["No hosts were given. List the machines with their slots, e.g. --hosts h1:2,h2:2."]
@@ -221,8 +220,22 @@ def check_hosts(
     local_ifaces = _local_interfaces()
     local_addresses = {a for addrs in local_ifaces.values() for a in addrs}
 
-    # 1. Names resolve, and (several hosts) not to loopback.
     facts = [_HostFacts(name) for name in names]
+    problems = _check_names(facts, multi, local_addresses)
+    if multi:
+        problems += _check_one_machine_listed_twice(facts)
+    problems += _check_local_interfaces(interfaces, local_ifaces, multi)
+    use_ssh = ssh if ssh is not None else shutil.which("ssh") is not None
+    remote = [f for f in facts if f.resolve_error is None and not f.is_local]
+    if use_ssh and remote:
+        problems += _check_ssh(remote, interfaces, ssh_port, ssh_identity_file, ssh_timeout)
+    problems += _check_unique_hostnames(facts)
+    return problems
+
+
+def _check_names(facts: List[_HostFacts], multi: bool, local_addresses: Set[str]) -> List[str]:
+    """1. Names resolve (filling in each host's addresses), and with several hosts not to loopback."""
+    problems: List[str] = []
     for f in facts:
         if not f.name or f.name.startswith("-") or any(c.isspace() for c in f.name):
             # Never hand ssh something it would read as an option.
@@ -240,44 +253,54 @@ def check_hosts(
         loopback = [a for a in f.addresses if _is_loopback(a)]
         f.is_local = bool(set(f.addresses) & local_addresses) or bool(loopback)
         if multi and loopback:
-            if f.name == "localhost" or _is_loopback(f.name):
-                problems.append(
-                    f"The host list names {f.name!r} next to other machines. The other machines "
-                    "cannot reach this one through a loopback address: use this machine's "
-                    f"hostname ({socket.gethostname()}) or its network address instead."
-                )
-            else:
-                problems.append(
-                    f"The host name {f.name!r} resolves to the loopback address {loopback[0]} on "
-                    "this machine, but the other machines of the job must reach it over the "
-                    "network. Debian and Ubuntu map a machine's own name to 127.0.1.1 in /etc/hosts "
-                    "by default, which breaks jobs across machines: horovodrun then ssh'es to a "
-                    "loopback address, and Gloo, which binds to whatever the machine's name "
-                    "resolves to when no interface is named, listens where no other rank can "
-                    "connect, so the job hangs in rendezvous or crashes inside Gloo. Map the name "
-                    f"to the machine's routable address in /etc/hosts (e.g. '10.0.0.5 {f.name}'), "
-                    "or list the host by that address."
-                )
+            problems.append(_loopback_problem(f.name, loopback[0]))
+    return problems
 
-    # 2. Two names for one machine (only meaningful with routable addresses).
-    if multi:
-        by_address: Dict[str, List[str]] = {}
-        for f in facts:
-            for a in f.addresses:
-                if not _is_loopback(a):
-                    by_address.setdefault(a, []).append(f.name)
-        reported: Set[Tuple[str, ...]] = set()
-        for address, owners in by_address.items():
-            key = tuple(sorted(set(owners)))
-            if len(key) > 1 and key not in reported:
-                reported.add(key)
-                problems.append(
-                    f"The hosts {', '.join(key)} all resolve to {address}, so they are one machine "
-                    "listed several times. horovodrun would count them as separate machines and "
-                    "give wrong local ranks; list the machine once with the sum of its slots."
-                )
 
-    # 3. The network interface exists here, has an address, and is not loopback.
+def _loopback_problem(name: str, loopback: str) -> str:
+    if name == "localhost" or _is_loopback(name):
+        return (
+            f"The host list names {name!r} next to other machines. The other machines "
+            "cannot reach this one through a loopback address: use this machine's "
+            f"hostname ({socket.gethostname()}) or its network address instead."
+        )
+    return (
+        f"The host name {name!r} resolves to the loopback address {loopback} on "
+        "this machine, but the other machines of the job must reach it over the "
+        "network. Debian and Ubuntu map a machine's own name to 127.0.1.1 in /etc/hosts "
+        "by default, which breaks jobs across machines: horovodrun then ssh'es to a "
+        "loopback address, and Gloo, which binds to whatever the machine's name "
+        "resolves to when no interface is named, listens where no other rank can "
+        "connect, so the job hangs in rendezvous or crashes inside Gloo. Map the name "
+        f"to the machine's routable address in /etc/hosts (e.g. '10.0.0.5 {name}'), "
+        "or list the host by that address."
+    )
+
+
+def _check_one_machine_listed_twice(facts: List[_HostFacts]) -> List[str]:
+    """2. Two names for one machine (only meaningful with routable addresses)."""
+    by_address: Dict[str, List[str]] = {}
+    for f in facts:
+        for a in f.addresses:
+            if not _is_loopback(a):
+                by_address.setdefault(a, []).append(f.name)
+    problems: List[str] = []
+    reported: Set[Tuple[str, ...]] = set()
+    for address, owners in by_address.items():
+        key = tuple(sorted(set(owners)))
+        if len(key) > 1 and key not in reported:
+            reported.add(key)
+            problems.append(
+                f"The hosts {', '.join(key)} all resolve to {address}, so they are one machine "
+                "listed several times. horovodrun would count them as separate machines and "
+                "give wrong local ranks; list the machine once with the sum of its slots."
+            )
+    return problems
+
+
+def _check_local_interfaces(interfaces: List[str], local_ifaces: Dict[str, List[str]], multi: bool) -> List[str]:
+    """3. The network interface exists here, has an address, and is not loopback."""
+    problems: List[str] = []
     for iface in interfaces:
         if iface not in local_ifaces:
             available = ", ".join(sorted(local_ifaces)) or "none found"
@@ -297,25 +320,28 @@ def check_hosts(
                 f"The network interface {iface!r} exists on this machine but has no IP address, "
                 "so no rank can listen on it. Bring it up with an address or name another one."
             )
+    return problems
 
-    # 4. ssh to the remote hosts (those that resolved and are not this machine).
-    use_ssh = ssh if ssh is not None else shutil.which("ssh") is not None
-    remote = [f for f in facts if f.resolve_error is None and not f.is_local]
-    if use_ssh and remote:
-        ssh_bin = shutil.which("ssh")
-        if ssh_bin is None:
-            problems.append(
-                "ssh is not installed on this machine, and horovodrun starts the ranks on the "
-                "other hosts through ssh. Install the OpenSSH client (apt-get install openssh-client)."
-            )
-        else:
-            with ThreadPoolExecutor(max_workers=min(16, len(remote))) as pool:
-                list(pool.map(lambda f: _ssh_probe(f, interfaces, ssh_bin, ssh_port, ssh_identity_file,
-                                                   ssh_timeout), remote))
-            problems.extend(_ssh_problems(remote, ssh_port, ssh_identity_file))
 
-    # 5. Every machine needs its own hostname (OpenMPI crashes otherwise).
-    # Entries that are this machine count once: listing it twice is reported above.
+def _check_ssh(remote: List[_HostFacts], interfaces: List[str], port: Optional[int],
+               identity_file: Optional[str], timeout: float) -> List[str]:
+    """4. ssh to the remote hosts (those that resolved and are not this machine), all at once."""
+    ssh_bin = shutil.which("ssh")
+    if ssh_bin is None:
+        return [
+            "ssh is not installed on this machine, and horovodrun starts the ranks on the "
+            "other hosts through ssh. Install the OpenSSH client (apt-get install openssh-client)."
+        ]
+    with ThreadPoolExecutor(max_workers=min(16, len(remote))) as pool:
+        list(pool.map(lambda f: _ssh_probe(f, interfaces, ssh_bin, port, identity_file, timeout), remote))
+    return _ssh_problems(remote, port, identity_file)
+
+
+def _check_unique_hostnames(facts: List[_HostFacts]) -> List[str]:
+    """5. Every machine needs its own hostname (OpenMPI crashes otherwise).
+
+    Entries that are this machine count once: listing it twice is reported by check 2.
+    """
     hostnames: Dict[str, List[str]] = {}
     local_entries = [f.name for f in facts if f.is_local and f.resolve_error is None]
     if local_entries:
@@ -323,6 +349,7 @@ def check_hosts(
     for f in facts:
         if not f.is_local and f.remote_hostname:
             hostnames.setdefault(f.remote_hostname, []).append(f.name)
+    problems: List[str] = []
     for own, listed in hostnames.items():
         if len(set(listed)) > 1:
             problems.append(

@@ -20,8 +20,6 @@ from typing import Dict, Optional
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INPUT_ERROR = 2
 #: "Checkpoint saved after SIGTERM/SIGUSR1; requeue me" (EX_TEMPFAIL from sysexits.h).
 EXIT_REQUEUE = 75
 EXIT_SECOND_SIGINT = 1

@@ -5,14 +5,12 @@ to log (and never opens an event file, which would be written from every rank).
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
 from typing import Dict, Mapping, Optional
 
 import torch
 
-logger = logging.getLogger(__name__)
+from hvd_trainer.run_layout import split_log_dir
 
 SPLITS = ("training", "validation", "test")
 
@@ -37,7 +35,7 @@ def create_summary_writers(log_dir: str, enabled: bool) -> Dict[str, object]:
         return {split: NullSummaryWriter() for split in SPLITS}
     from hvd_trainer.event_file import EventFile
 
-    return {split: EventFile(os.path.join(log_dir, split)) for split in SPLITS}
+    return {split: EventFile(split_log_dir(log_dir, split)) for split in SPLITS}
 
 
 def write_step_summary(writer, combined_loss: float, all_losses: Mapping[str, torch.Tensor], step: int,
