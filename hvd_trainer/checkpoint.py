@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 from hvd_trainer.errors import CheckpointError
+from hvd_trainer.run_layout import BEST_CHECKPOINT, LATEST_CHECKPOINT, PREVIOUS_CHECKPOINT
 
 logger = logging.getLogger(__name__)
 
-LATEST = "latest.ckpt"
-BEST = "best.ckpt"
 FORMAT_VERSION = 1
 
 
@@ -185,7 +184,6 @@ class Checkpoint:
         return state.get("meta", {})
 
 
-PREVIOUS = "previous.ckpt"
 
 
 def snapshot(value: Any) -> Any:
@@ -254,8 +252,6 @@ class BackgroundWriter:
     def _raise_error(self) -> None:
         with self._changed:
             error, self._error = self._error, None
-        if isinstance(error, CheckpointError):
-            raise error
         if error is not None:
             raise CheckpointError(f"Writing a checkpoint in the background failed: {error}") from error
 
@@ -292,15 +288,15 @@ class CheckpointManager:
 
     @property
     def latest_path(self) -> str:
-        return os.path.join(self.directory, LATEST)
+        return os.path.join(self.directory, LATEST_CHECKPOINT)
 
     @property
     def best_path(self) -> str:
-        return os.path.join(self.directory, BEST)
+        return os.path.join(self.directory, BEST_CHECKPOINT)
 
     @property
     def previous_path(self) -> str:
-        return os.path.join(self.directory, PREVIOUS)
+        return os.path.join(self.directory, PREVIOUS_CHECKPOINT)
 
     def _gathered_rng(self):
         states = [rng_state()]

@@ -20,12 +20,9 @@ from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.progress import ProgressTracker
 from hvd_trainer.rank_errors import DeferredErrors
+from hvd_trainer.run_layout import RunLayout
 
 logger = logging.getLogger(__name__)
-
-TRAINING_PROGRESS_FILE = "training_progress.json"
-TRAINING_CHECKPOINTS_DIR = "training_checkpoints"
-MODEL_WEIGHTS_FILE = "model_weights"
 
 
 def make_run_directory(path: str) -> None:
@@ -43,26 +40,25 @@ def make_run_directory(path: str) -> None:
 
 
 class Checkpointer:
-    def __init__(self, manager: CheckpointManager, save_path: str, distributed: DistributedStrategy,
+    def __init__(self, manager: CheckpointManager, layout: RunLayout, distributed: DistributedStrategy,
                  errors: DeferredErrors, skip_save_model: bool = False, skip_save_progress: bool = False):
         self.manager = manager
         self.distributed = distributed
         self.errors = errors
-        self.progress_path = os.path.join(save_path, TRAINING_PROGRESS_FILE)
-        self.weights_path = os.path.join(save_path, MODEL_WEIGHTS_FILE)
+        self.progress_path = layout.progress
+        self.weights_path = layout.weights
         self.skip_save_model = skip_save_model
         self.skip_save_progress = skip_save_progress
 
     @classmethod
-    def for_run(cls, save_path: str, distributed: DistributedStrategy, errors: DeferredErrors, model: torch.nn.Module,
-                optimizer, scheduler, scaler=None, background: bool = True, skip_save_model: bool = False,
-                skip_save_progress: bool = False) -> "Checkpointer":
-        """Checkpoints of these objects in save_path/training_checkpoints (the strategy's handle: rank 0 writes)."""
+    def for_run(cls, layout: RunLayout, distributed: DistributedStrategy, errors: DeferredErrors,
+                model: torch.nn.Module, optimizer, scheduler, scaler=None, background: bool = True,
+                skip_save_model: bool = False, skip_save_progress: bool = False) -> "Checkpointer":
+        """Checkpoints of these objects in the layout's training_checkpoints/ (the strategy's handle: rank 0 writes)."""
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         handle = distributed.create_checkpoint_handle(model, optimizer, scheduler, scaler=scaler)
-        manager = CheckpointManager(handle, os.path.join(save_path, TRAINING_CHECKPOINTS_DIR), distributed,
-                                    background=background)
-        return cls(manager, save_path, distributed, errors, skip_save_model, skip_save_progress)
+        manager = CheckpointManager(handle, layout.checkpoints_dir, distributed, background=background)
+        return cls(manager, layout, distributed, errors, skip_save_model, skip_save_progress)
 
     def save_progress(self, pt: ProgressTracker) -> None:
         """latest.ckpt (weights, optimizer, scheduler, RNG, tracker) and training_progress.json."""

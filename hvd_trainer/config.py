@@ -1,5 +1,5 @@
 """Typed configuration: the trainer section (Ludwig's ECD names and defaults) and the
-distributed section. Model features live in hvd_trainer.models.config.
+distributed section. Model features live in hvd_trainer.model_config and hvd_trainer.features.
 
 Precedence, applied by the CLI: command line (--set a.b=c) over the YAML file over defaults.
 """

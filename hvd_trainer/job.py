@@ -21,7 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from hvd_trainer.config import DistributedConfig, TrainerConfig, load_yaml
 from hvd_trainer.config_schema import set_dotted
 from hvd_trainer.errors import ConfigError
-from hvd_trainer.models.config import ModelConfig
+from hvd_trainer.model_config import ModelConfig
 from hvd_trainer.run_layout import MODEL_DIR, MODEL_HYPERPARAMETERS, RunLayout
 
 #: The sections that may change when a run is resumed; everything else describes the model.

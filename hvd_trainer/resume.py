@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from hvd_trainer.checkpoint import LATEST, CheckpointManager, set_rng_state
+from hvd_trainer.checkpoint import CheckpointManager, set_rng_state
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.errors import CheckpointError
 from hvd_trainer.progress import ProgressTracker
+from hvd_trainer.run_layout import LATEST_CHECKPOINT
 from hvd_trainer.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Resumed:
 
 def resume_files_exist(progress_path: str, checkpoints_dir: str) -> bool:
     """Both training_progress.json and latest.ckpt must exist (Ludwig's rule); a warning names what is missing."""
-    missing = [p for p in (progress_path, os.path.join(checkpoints_dir, LATEST)) if not os.path.exists(p)]
+    missing = [p for p in (progress_path, os.path.join(checkpoints_dir, LATEST_CHECKPOINT)) if not os.path.exists(p)]
     if missing:
         logger.warning("Could not find %s; the model will be trained from scratch.", ", ".join(missing))
         return False

@@ -22,6 +22,7 @@ directory to claim its name.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 MODEL_DIR = "model"
 DESCRIPTION = "description.json"
@@ -37,6 +38,8 @@ MODEL_WEIGHTS = "model_weights"
 TRAINING_PROGRESS = "training_progress.json"
 TRAINING_CHECKPOINTS_DIR = "training_checkpoints"
 LATEST_CHECKPOINT = "latest.ckpt"
+#: The latest checkpoint before the current one, kept for when latest turns out broken.
+PREVIOUS_CHECKPOINT = "previous.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
 LOGS_DIR = "logs"
 
@@ -47,16 +50,21 @@ def split_log_dir(logs_dir: str, split: str) -> str:
 
 
 class RunLayout:
-    """The paths of the run directory `root`; `root` is kept exactly as given."""
+    """The paths of the run directory `root`; `root` is kept exactly as given.
 
-    def __init__(self, root: str):
+    model_dir: where the model's files go, when not root/model (a Trainer's save_path can be any
+    directory: the Python API's run has no run directory around it).
+    """
+
+    def __init__(self, root: str, model_dir: Optional[str] = None):
         self._root = root
+        self._model_dir = model_dir if model_dir is not None else os.path.join(root, MODEL_DIR)
 
     # ---- finding or making a run directory ----------------------------------------------
     @classmethod
     def of_model_dir(cls, model_dir: str) -> "RunLayout":
         """The layout whose model/ directory is `model_dir` (what Trainer.train's save_path receives)."""
-        return cls(os.path.dirname(os.path.normpath(model_dir)))
+        return cls(os.path.dirname(os.path.normpath(model_dir)), model_dir=model_dir)
 
     @classmethod
     def of_path(cls, path: str) -> "RunLayout":
@@ -107,7 +115,7 @@ class RunLayout:
     # ---- model/ -----------------------------------------------------------------------------
     @property
     def model_dir(self) -> str:
-        return os.path.join(self._root, MODEL_DIR)
+        return self._model_dir
 
     @property
     def hyperparameters(self) -> str:
@@ -145,10 +153,10 @@ class RunLayout:
         return split_log_dir(self.logs_dir, split)
 
     def __repr__(self) -> str:
-        return f"RunLayout({self._root!r})"
+        return f"RunLayout({self._root!r}, model_dir={self._model_dir!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunLayout) and other._root == self._root
+        return isinstance(other, RunLayout) and (other._root, other._model_dir) == (self._root, self._model_dir)
 
     def __hash__(self) -> int:
-        return hash(self._root)
+        return hash((self._root, self._model_dir))

@@ -10,7 +10,6 @@ agreed between ranks), `Schedule` (the run's length), `best` (best model, early 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -36,6 +35,7 @@ from hvd_trainer.optimizers import create_optimizer
 from hvd_trainer.plateau import increase_batch_size_on_plateau
 from hvd_trainer.progress import ProgressTracker
 from hvd_trainer.resume import Resumed, restore_schedule, resume
+from hvd_trainer.run_layout import RunLayout
 from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession
 from hvd_trainer.step import TrainStep
@@ -182,11 +182,12 @@ class Trainer(LudwigTrainerAPI):
         return model, pt.train_metrics, pt.validation_metrics, pt.test_metrics
 
     def _setup_session(self, training_set, validation_set, test_set, save_path) -> TrainingSession:
+        layout = RunLayout.of_model_dir(save_path)
         if self.is_coordinator():
             with self.control.errors:
-                make_run_directory(save_path)
+                make_run_directory(layout.model_dir)
         self.control.errors.check()
-        checkpointer = Checkpointer.for_run(save_path, self.distributed, self.control.errors, self.model,
+        checkpointer = Checkpointer.for_run(layout, self.distributed, self.control.errors, self.model,
                                             self.optimizer, self.scheduler, self.scaler,
                                             self.config.checkpoint_in_background, self.skip_save_model,
                                             self.skip_save_progress)
@@ -211,7 +212,7 @@ class Trainer(LudwigTrainerAPI):
             self.distributed.sync_optimizer(self.optimizer)
         pt.world_size = self.distributed.size()
         # Opened last: nothing after this can fail before train() closes them.
-        writers = create_summary_writers(os.path.join(save_path, "logs"), self.is_coordinator() and not self.skip_save_log)
+        writers = create_summary_writers(layout.logs_dir, self.is_coordinator() and not self.skip_save_log)
         session = TrainingSession(
             save_path=save_path, progress_tracker=pt, batcher=batcher, checkpointer=checkpointer, writers=writers,
             training_set=training_set, validation_set=validation_set, test_set=test_set, schedule=schedule,

@@ -149,6 +149,7 @@ def small_tmpfs(tmp_path):
 def test_a_full_disk_during_a_background_checkpoint_write_stops_every_rank_with_one_error(tmp_path, small_tmpfs):
     ranks = _rank_error(tmp_path, "disk_full", small_tmpfs / "run")
     assert ranks[0] == ranks[1] and ranks[0]["error"] == "CheckpointError"
+    assert "in the background failed: Could not write" in ranks[0]["message"]
     assert "No space left on device" in ranks[0]["message"] and "--resume" in ranks[0]["message"]
 
 

@@ -33,8 +33,8 @@ from hvd_trainer.features.arrays import missing_mask
 from hvd_trainer.features.config import FeatureConfig
 from hvd_trainer.features.reducer import Reducer
 from hvd_trainer.model_config import ModelConfig
+from hvd_trainer.run_layout import TRAINING_SET_METADATA
 
-METADATA_FILE = "training_set_metadata.json"
 METADATA_FORMAT_VERSION = 1
 INFO_KEY = "__hvd_trainer__"
 
@@ -119,7 +119,7 @@ def decode_predictions(meta: Mapping[str, Any], predictions: np.ndarray) -> np.n
 # ---- save / load ---------------------------------------------------------------------------------
 def metadata_path(path: str) -> str:
     """training_set_metadata.json inside `path` when it is a directory, else `path` itself."""
-    return os.path.join(path, METADATA_FILE) if os.path.isdir(path) or not path.endswith(".json") else path
+    return os.path.join(path, TRAINING_SET_METADATA) if os.path.isdir(path) or not path.endswith(".json") else path
 
 
 def save_metadata(metadata: Mapping[str, Any], path: str, distributed=None) -> str:
