@@ -22,7 +22,7 @@ import random
 import socket
 import threading
 import zipfile
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Optional, Set
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ def atomic_write_bytes(path: str, write_fn) -> None:
     os.makedirs(directory, exist_ok=True)
     # Host and pid in the name: local rank 0 of several hosts may share one filesystem.
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{socket.gethostname()}.{os.getpid()}.tmp")
+    _TEMP_FILES_IN_FLIGHT.add(tmp)
     try:
         with open(tmp, "wb") as fh:
             write_fn(fh)
@@ -50,9 +51,23 @@ def atomic_write_bytes(path: str, write_fn) -> None:
             (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fh.fileno())
         os.replace(tmp, path)
     finally:
+        _TEMP_FILES_IN_FLIGHT.discard(tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
     fsync_dir(directory)
+
+
+#: Temporary files of writes under way (any thread): removed by remove_temp_files before a hard exit.
+_TEMP_FILES_IN_FLIGHT: Set[str] = set()
+
+
+def remove_temp_files() -> None:
+    """Delete the temporary files of writes in flight (the process is about to quit without finishing them)."""
+    for tmp in list(_TEMP_FILES_IN_FLIGHT):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def write_state(path: str, state: Dict[str, Any]) -> None:

@@ -54,7 +54,14 @@ class Checkpointer:
     def for_run(cls, layout: RunLayout, distributed: DistributedStrategy, errors: DeferredErrors,
                 model: torch.nn.Module, optimizer, scheduler, scaler=None, background: bool = True,
                 skip_save_model: bool = False, skip_save_progress: bool = False) -> "Checkpointer":
-        """Checkpoints of these objects in the layout's training_checkpoints/ (the strategy's handle: rank 0 writes)."""
+        """Checkpoints of these objects in the layout's training_checkpoints/ (the strategy's handle: rank 0 writes).
+
+        Rank 0 creates the model directory first; if it cannot, every rank raises the same error.
+        """
+        if distributed.is_coordinator():
+            with errors:
+                make_run_directory(layout.model_dir)
+        errors.check()
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         handle = distributed.create_checkpoint_handle(model, optimizer, scheduler, scaler=scaler)
         manager = CheckpointManager(handle, layout.checkpoints_dir, distributed, background=background)

@@ -12,14 +12,17 @@ close(). The file is the same TFRecord stream of Event protos that TensorBoard r
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import struct
 import time
-from typing import Iterable, Optional, Tuple
+from typing import BinaryIO, Iterable, Optional, Tuple
 
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
+
+logger = logging.getLogger(__name__)
 
 _MASK = 0xFFFFFFFF
 _MASK_DELTA = 0xA282EAD8  # TFRecord's checksum masking
@@ -54,7 +57,12 @@ def tfrecord(data: bytes) -> bytes:
 
 
 class EventFile:
-    """An append-only TensorBoard event file in `log_dir` (created if needed)."""
+    """An append-only TensorBoard event file in `log_dir` (created if needed).
+
+    Only rank 0 writes event files, so a write that fails there (a full disk) must not raise: the
+    other ranks would wait for it in their next collective. Logs are not the run's state, so the
+    file logs the error once and stops writing; training and its checkpoints go on.
+    """
 
     #: Buffered events reach the file at least this often (SummaryWriter's default is 120 s).
     FLUSH_SECONDS = 5.0
@@ -62,12 +70,16 @@ class EventFile:
     FLUSH_BYTES = 1 << 20
 
     def __init__(self, log_dir: str):
-        os.makedirs(log_dir, exist_ok=True)
         # TensorBoard finds event files by "tfevents" in the name; the rest keeps names unique.
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
         self.path = os.path.join(log_dir, name)
-        self._file = open(self.path, "wb")
         self._buffer = bytearray()
+        self._file: Optional[BinaryIO] = None
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+            self._file = open(self.path, "wb")
+        except OSError as e:
+            self._give_up(e)
         self._next_flush = time.monotonic() + self.FLUSH_SECONDS
         self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()
@@ -82,20 +94,38 @@ class EventFile:
         self.add_scalars(((tag, float(value)),), global_step, walltime)
 
     def add_event(self, event: Event) -> None:
+        if self._file is None:
+            return
         self._buffer += tfrecord(event.SerializeToString())
         if len(self._buffer) >= self.FLUSH_BYTES or time.monotonic() >= self._next_flush:
             self.flush()
 
     def flush(self) -> None:
         """Write the buffered events and hand them to the OS (no fsync: logs are not checkpoints)."""
-        if self._file.closed:
+        if self._file is None or self._file.closed:
             return
-        if self._buffer:
-            self._file.write(self._buffer)
-            self._buffer.clear()
-        self._file.flush()
+        try:
+            if self._buffer:
+                self._file.write(self._buffer)
+                self._buffer.clear()
+            self._file.flush()
+        except OSError as e:
+            self._give_up(e)
+            return
         self._next_flush = time.monotonic() + self.FLUSH_SECONDS
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+    def _give_up(self, error: OSError) -> None:
+        logger.error("TensorBoard logging stopped: %s cannot be written (%s). Training and its checkpoints go on; "
+                     "free space there to get logs in the next run.", self.path, error.strerror or error)
+        self._buffer.clear()
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ STOP_REASONS = {NO_STOP: None, STOP_SIGINT: "sigint", STOP_PREEMPT: "preempt"}
 class StopSignals:
     """Installs the handlers for the duration of training (main thread only)."""
 
-    def __init__(self):
+    def __init__(self, on_quit: Optional[Callable[[], None]] = None):
+        #: Run before a second SIGINT quits the process (removes half-written checkpoint files).
+        self.on_quit = on_quit
         self.requested = NO_STOP
         self.sigint_count = 0
         self._previous: Dict[int, object] = {}
@@ -60,6 +62,8 @@ class StopSignals:
             return
         logger.critical("\nReceived a second SIGINT: quitting now.")
         self.uninstall()
+        if self.on_quit is not None:
+            self.on_quit()
         os._exit(EXIT_SECOND_SIGINT)
 
     def _on_preempt(self, signum, frame) -> None:
@@ -68,5 +72,13 @@ class StopSignals:
                         f"step, then exiting with code {EXIT_REQUEUE} so the job can be requeued.")
 
 
+#: Stopped by SIGTERM/SIGUSR1 with skip_save_progress: no checkpoint, so a requeue would start over.
+PREEMPTED_UNSAVED = "preempt_unsaved"
+#: ...and the exit status then: a failure that a batch script does not requeue (75 would loop forever).
+EXIT_STOPPED_UNSAVED = 1
+
+
 def exit_code_for(reason: Optional[str]) -> int:
-    return EXIT_REQUEUE if reason == "preempt" else EXIT_OK
+    if reason == "preempt":
+        return EXIT_REQUEUE
+    return EXIT_STOPPED_UNSAVED if reason == PREEMPTED_UNSAVED else EXIT_OK

@@ -18,7 +18,8 @@ import torch
 from hvd_trainer import best, signals
 from hvd_trainer.batch_size_tuner import MAX_CPU_BATCH_SIZE, tune_model_batch_size
 from hvd_trainer.callbacks import Callback, overriding
-from hvd_trainer.checkpointer import Checkpointer, make_run_directory
+from hvd_trainer.checkpoint import remove_temp_files
+from hvd_trainer.checkpointer import Checkpointer
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.control import Control
 from hvd_trainer.data.dataset import Dataset
@@ -89,7 +90,7 @@ class Trainer(LudwigTrainerAPI):
         self.model = model.to(self.device)
         self.compiled_model = torch.compile(self.model) if self.config.compile else self.model
         check_metric_references(self.config, self.model.output_features, self.validation_field)
-        self.control = Control(self.distributed, signals.StopSignals())
+        self.control = Control(self.distributed, signals.StopSignals(on_quit=remove_temp_files))
 
         # Horovod: the LR grows with the world size as the gradient reduction asks (see the strategy).
         self.base_learning_rate = self.config.learning_rate * self.distributed.learning_rate_multiplier(
@@ -183,10 +184,6 @@ class Trainer(LudwigTrainerAPI):
 
     def _setup_session(self, training_set, validation_set, test_set, save_path) -> TrainingSession:
         layout = RunLayout.of_model_dir(save_path)
-        if self.is_coordinator():
-            with self.control.errors:
-                make_run_directory(layout.model_dir)
-        self.control.errors.check()
         checkpointer = Checkpointer.for_run(layout, self.distributed, self.control.errors, self.model,
                                             self.optimizer, self.scheduler, self.scaler,
                                             self.config.checkpoint_in_background, self.skip_save_model,
@@ -347,9 +344,13 @@ class Trainer(LudwigTrainerAPI):
         self.distributed.average_batch_norm_statistics(self.model)
         session.save_progress(self.scheduler.get_last_lr()[0])
         session.checkpointer.finish()  # stopping: the checkpoint must be on disk before we say so
+        if self.skip_save_progress and self.stop_reason == "preempt":
+            # Nothing to resume from: asking to be requeued would start the run over, again and again.
+            self.stop_reason = signals.PREEMPTED_UNSAVED
         if self.is_coordinator():
-            logger.info("Stopped at step %d (%s); checkpoint saved in %s.", session.progress_tracker.steps,
-                        self.stop_reason, session.checkpointer.manager.directory)
+            saved = ("no checkpoint saved (skip_save_progress), so no requeue is asked for" if self.skip_save_progress
+                     else f"checkpoint saved in {session.checkpointer.manager.directory}")
+            logger.info("Stopped at step %d (%s); %s.", session.progress_tracker.steps, self.stop_reason, saved)
 
     # ---- evaluation -----------------------------------------------------------------------
     def evaluation(self, dataset: Dataset, dataset_name: str, progress_tracker: ProgressTracker,

@@ -190,3 +190,63 @@ def test_metric_names_in_the_config_are_checked_when_the_trainer_is_built(config
     with pytest.raises(ConfigError) as error:
         Trainer({"batch_size": 8, **config}, mlp_model(), distributed=LocalStrategy())
     assert message in str(error.value)
+
+
+# ---- signals ------------------------------------------------------------------------------------------------
+def test_a_preempted_run_that_saves_no_progress_does_not_ask_to_be_requeued(tmp_path):
+    """With skip_save_progress there is nothing to resume from: exit 75 would requeue a fresh start forever."""
+    import os
+    import signal
+    import time
+
+    from conftest import finish_job, start_job
+
+    require_horovod()
+    run_dir = tmp_path / "run"
+    proc = start_job(launcher_command("gloo", 2) + [RESUME_WORKER, str(tmp_path), str(run_dir), "6", "--tag", "P",
+                                                    "--slow", "0.05", "--skip-save-progress"])
+    deadline = time.time() + 120
+    while not (tmp_path / "P.started1").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(int((tmp_path / "P.pid1").read_text()), signal.SIGTERM)
+    finish_job(proc, 90, "the job after SIGTERM")
+    ranks = [json.load(open(tmp_path / f"P.rank{r}.json")) for r in (0, 1)]
+    assert ranks[0]["stop_reason"] == ranks[1]["stop_reason"] == "preempt_unsaved"
+    assert ranks[0]["exit_code"] == ranks[1]["exit_code"] == 1
+    assert ranks[0]["steps"] < 90
+    assert not (run_dir / "training_checkpoints" / "latest.ckpt").exists()
+
+
+def test_a_second_sigint_removes_the_temporary_files_of_writes_in_flight(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from hvd_trainer import signals
+    from hvd_trainer.checkpoint import atomic_write_bytes, remove_temp_files
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_write(fh):
+        fh.write(b"half a checkpoint")
+        started.set()
+        release.wait(10)
+
+    def write():
+        try:
+            atomic_write_bytes(str(tmp_path / "latest.ckpt"), slow_write)
+        except FileNotFoundError:
+            pass  # its temporary file was removed under it: in a real quit, the process is gone by now
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert started.wait(10)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "a write is in flight"
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    stop = signals.StopSignals(on_quit=remove_temp_files)
+    stop._on_sigint(signal_number := 2, None)
+    stop._on_sigint(signal_number, None)
+    assert exits == [signals.EXIT_SECOND_SIGINT]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    release.set()
+    writer.join(10)

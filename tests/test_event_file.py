@@ -73,3 +73,36 @@ def test_bad_checksums_would_be_dropped_by_the_reader(tmp_path, monkeypatch):
     f.add_scalars([("a", 1.0)], step=1)
     f.close()
     assert read_scalars(tmp_path) == {}
+
+
+def test_a_write_that_fails_stops_logging_without_raising(tmp_path, caplog):
+    """Rank 0 alone writes event files: a full disk must not raise there while the other ranks train on."""
+    writer = EventFile(str(tmp_path))
+
+    class FullDisk:
+        closed = False
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    writer._file = FullDisk()
+    writer.add_scalars([("combined/step_training_loss", 1.0)], step=1)
+    writer.flush()
+    writer.add_scalars([("combined/step_training_loss", 2.0)], step=2)
+    writer.close()
+    assert "TensorBoard logging stopped" in caplog.text and "No space left on device" in caplog.text
+    assert caplog.text.count("TensorBoard logging stopped") == 1
+
+
+def test_a_log_directory_that_cannot_be_created_disables_logging(tmp_path, caplog):
+    (tmp_path / "a_file").write_text("")
+    writer = EventFile(str(tmp_path / "a_file" / "logs"))
+    writer.add_scalar("x", 1.0, 1)
+    writer.close()
+    assert "TensorBoard logging stopped" in caplog.text

@@ -1,7 +1,7 @@
 """A training run for the resume / signal / kill tests, launched under horovodrun or alone.
 
 usage: resume_checks.py OUT_DIR RUN_DIR EPOCHS [--resume] [--slow SECONDS] [--tag NAME]
-                        [--accumulation N] [--train-steps N] [--lr-schedule] [--amp]
+                        [--accumulation N] [--train-steps N] [--lr-schedule] [--amp] [--skip-save-progress]
 
 --lr-schedule: warmup over a quarter of the run, then linear decay (the LR curve test).
 
@@ -25,11 +25,15 @@ from hvd_trainer.trainer import Trainer
 
 
 class Slow(Callback):
-    every_rank = True  # every rank slows down, as a slow machine would
-    def __init__(self, seconds):
-        self.seconds = seconds
+    """Every rank sleeps after each batch, as on a slow machine; `started` is touched at the first one."""
+    every_rank = True
+
+    def __init__(self, seconds, started):
+        self.seconds, self.started = seconds, started
 
     def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+        if self.started and not os.path.exists(self.started):
+            open(self.started, "w").close()  # training (and its signal handlers) under way
         time.sleep(self.seconds)
 
 
@@ -45,6 +49,7 @@ def main():
     p.add_argument("--train-steps", type=int)
     p.add_argument("--lr-schedule", action="store_true")
     p.add_argument("--amp", action="store_true", help="use_mixed_precision (bf16 autocast + GradScaler on CPU)")
+    p.add_argument("--skip-save-progress", action="store_true")
     a = p.parse_args()
     s = init_dist_strategy("auto")
     logging.basicConfig(level=logging.INFO if s.rank() == 0 else logging.WARNING, format="%(message)s")
@@ -57,20 +62,21 @@ def main():
               "train_steps": a.train_steps, "use_mixed_precision": a.amp}
     if a.lr_schedule:
         config["learning_rate_scheduler"] = {"warmup_fraction": 0.25, "decay": "linear"}
-    callbacks = [Slow(a.slow)] if a.slow else []
+    callbacks = [Slow(a.slow, os.path.join(a.out_dir, f"{a.tag}.started{r}"))] if a.slow else []
     t = Trainer(config, mlp_model(seed=1, dropout=0.2), distributed=s, resume=a.resume, callbacks=callbacks,
-                random_seed=5)
+                random_seed=5, skip_save_progress=a.skip_save_progress)
     t.train(train, val, save_path=a.run_dir)
     pt = t.last_progress_tracker
     code = signals.exit_code_for(t.stop_reason)
     with open(os.path.join(a.out_dir, f"{a.tag}.rank{r}.json"), "w") as fh:
         json.dump({"params": flat_params(t.model if t.stop_reason else _latest_weights(t)), "steps": pt.steps,
-                   "loss_history": pt.train_metrics["combined"]["loss"], "stop_reason": t.stop_reason,
+                   "loss_history": pt.train_metrics.get("combined", {}).get("loss", []), "stop_reason": t.stop_reason,
                    "exit_code": code, "world_size": s.size(), "step_losses": _step_series(a.run_dir),
                    "step_learning_rates": _step_series(a.run_dir, "combined/step_learning_rate"),
                    "total_steps": t.scheduler.total_steps, "warmup_steps": t.scheduler.warmup_steps,
                    "base_lr": t.scheduler.base_lr,
                    "grad_scaler": t.scaler.state_dict() if t.scaler is not None else None}, fh)
+    s.barrier()  # every rank's report written before a non-zero exit makes the launcher end the others
     sys.exit(code)
 
 
