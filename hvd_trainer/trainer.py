@@ -158,7 +158,8 @@ class Trainer(LudwigTrainerAPI):
         self.step_fn.accumulate_metrics = not (self.config.evaluate_training_set or self.config.skip_all_evaluation)
         self.control.start()
         training_set, validation_set, test_set = (
-            None if ds is None else self.model.prepare_dataset(ds) for ds in (training_set, validation_set, test_set))
+            None if ds is None else self.model.prepare_dataset(self.model.check_columns(ds))
+            for ds in (training_set, validation_set, test_set))
         self.control.signals.install()
         try:
             session = self._setup_session(training_set, validation_set, test_set, save_path)
@@ -188,10 +189,8 @@ class Trainer(LudwigTrainerAPI):
                                             self.optimizer, self.scheduler, self.scaler,
                                             self.config.checkpoint_in_background, self.skip_save_model,
                                             self.skip_save_progress)
-        resumed = None
-        if self.resume:
-            resumed = resume(checkpointer.manager, checkpointer.progress_path, self.distributed, self.model,
-                             self.optimizer, self.scheduler)
+        resumed = resume(checkpointer.manager, checkpointer.progress_path, self.distributed, self.model,
+                         self.optimizer, self.scheduler) if self.resume else None
         pt = self._choose_batch_sizes(training_set, resumed)
         batcher = training_set.initialize_batcher(pt.batch_size, self.config.should_shuffle, self.random_seed,
                                                   self.distributed, training=True)

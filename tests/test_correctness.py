@@ -146,10 +146,12 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_during_a_background_checkpoint_write_stops_every_rank_with_one_error(tmp_path, small_tmpfs):
-    ranks = _rank_error(tmp_path, "disk_full", small_tmpfs / "run")
+@pytest.mark.parametrize("scenario", ["disk_full", "disk_full_in_loop"])
+def test_a_full_disk_during_a_checkpoint_write_stops_every_rank_with_one_error(tmp_path, small_tmpfs, scenario):
+    """Background writes (the default) and writes in the training loop (checkpoint_in_background: false)."""
+    ranks = _rank_error(tmp_path, scenario, small_tmpfs / "run")
     assert ranks[0] == ranks[1] and ranks[0]["error"] == "CheckpointError"
-    assert "in the background failed: Could not write" in ranks[0]["message"]
+    assert "Could not write" in ranks[0]["message"]
     assert "No space left on device" in ranks[0]["message"] and "--resume" in ranks[0]["message"]
 
 
@@ -250,3 +252,19 @@ def test_a_second_sigint_removes_the_temporary_files_of_writes_in_flight(tmp_pat
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     release.set()
     writer.join(10)
+
+
+def test_a_dataset_without_a_feature_column_is_refused_with_the_columns_it_has(tmp_path):
+    from workers.synthetic import classification_columns, mlp_model
+
+    from hvd_trainer.data import Dataset
+    from hvd_trainer.distributed import LocalStrategy
+    from hvd_trainer.errors import DataError
+    from hvd_trainer.trainer import Trainer
+
+    columns = classification_columns(64)
+    del columns["y"]
+    t = Trainer({"batch_size": 8, "epochs": 1}, mlp_model(), distributed=LocalStrategy())
+    with pytest.raises(DataError, match="The dataset training has no column 'y', which the model's features need; "
+                                        "its columns are 'x'"):
+        t.train(Dataset(columns, name="training"), save_path=str(tmp_path))

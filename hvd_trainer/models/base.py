@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hvd_trainer.errors import DataError
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
 from hvd_trainer.metrics import compute_metrics
 from hvd_trainer.models.batch_metrics import COMBINED, BatchMetrics
@@ -102,6 +103,17 @@ class BaseModel(nn.Module, abc.ABC):
         return state
 
     # ---- batches -------------------------------------------------------------------------
+    def check_columns(self, dataset, targets: bool = True):
+        """The dataset itself, or a DataError naming the feature columns it lacks (before any batch is taken)."""
+        needed = list(self.input_features) + (list(self.output_features) if targets else [])
+        missing = [name for name in needed if name not in dataset.columns]
+        if missing:
+            raise DataError(
+                f"The dataset {dataset.name} has no column {', '.join(repr(m) for m in missing)}, which the model's "
+                f"features need; its columns are {', '.join(repr(c) for c in dataset.columns)}. Give the Dataset a "
+                "column per input and output feature, named as the features are.")
+        return dataset
+
     def prepare_dataset(self, dataset):
         """The dataset in the layout this model batches fastest (default: as it is).
 

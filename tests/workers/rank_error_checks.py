@@ -44,6 +44,7 @@ SCENARIOS = {
     # name: (trainer config additions, callbacks, hidden units)
     "unwritable_output": ({}, [], 16),
     "disk_full": ({"checkpoint_in_background": True}, [], 512),
+    "disk_full_in_loop": ({"checkpoint_in_background": False}, [], 512),
     "corrupt_best": ({}, [CorruptBestOnRank0()], 16),
     "callback_on_rank0": ({}, [FailOnRank(0, "on_eval_end")], 16),
     "callback_on_rank1": ({}, [FailOnRank(1, "on_batch_end", at_step=5)], 16),
@@ -58,7 +59,7 @@ def main(scenario, out_dir, save_path):
     result = {"error": None, "message": None}
     try:
         t = Trainer(config, mlp_model(hidden=hidden), distributed=s, callbacks=callbacks,
-                    skip_save_log=scenario != "disk_full")  # a full disk hits the event files too
+                    skip_save_log=not scenario.startswith("disk_full"))  # a full disk hits the event files too
         t.train(train, val, save_path=save_path)
     except Exception as e:  # the scenario's point: which error each rank ends with
         result = {"error": type(e).__name__, "message": str(e)}
