@@ -68,6 +68,15 @@ def test_control_agreements_follow_the_slowest_rank_at_the_same_steps(ranks):
     assert steps[-1] == ranks[0]["control_total_steps"] - 1  # the step before the end
 
 
+def test_callbacks_run_on_the_coordinator_unless_they_ask_for_every_rank(ranks):
+    rank0, rank1 = ranks[0]["hook_counts"], ranks[1]["hook_counts"]
+    assert rank0["on_batch_end"] > 0 and rank0["on_epoch_end"] == 2 and rank0["on_eval_end"] == 2
+    assert rank1["on_batch_end"] == rank1["on_epoch_end"] == rank1["on_eval_end"] == 0
+    assert rank0["on_trainer_train_setup"] == rank1["on_trainer_train_setup"] == 1, "setup runs on every rank"
+    assert rank0["should_early_stop"] == rank1["should_early_stop"] == 2, "the early-stop vote runs on every rank"
+    assert ranks[0]["hook_counts_every_rank"] == ranks[1]["hook_counts_every_rank"] == rank0
+
+
 def test_lbfgs_is_refused_when_data_parallel(ranks):
     for r in ranks:
         assert r["lbfgs_error"] and "single process" in r["lbfgs_error"]
@@ -283,6 +292,25 @@ def test_batch_size_grows_on_a_plateau_and_the_epochs_still_count(tmp_path):
     # epochs 1-2 at batch 16 (the first evaluation only sets the best), then 32, then 64
     assert pt.steps == 8 + 8 + 4 + 2
     assert pt.checkpoint_to_step == {"1": 8, "2": 16, "3": 20, "4": 22}
+
+
+def test_event_files_are_closed_when_the_setup_callback_fails(tmp_path, monkeypatch):
+    from hvd_trainer.callbacks import Callback
+    from hvd_trainer.event_file import EventFile
+
+    closed = []
+    close = EventFile.close
+    monkeypatch.setattr(EventFile, "close", lambda self: (closed.append(self.path), close(self)))
+
+    class FailingSetup(Callback):
+        def on_trainer_train_setup(self, trainer, save_path, is_coordinator):
+            raise RuntimeError("setup failed")
+
+    train, val, _ = datasets(n_train=64, n_val=32)
+    t = Trainer({"epochs": 1, "batch_size": 16}, mlp_model(), distributed=LocalStrategy(), callbacks=[FailingSetup()])
+    with pytest.raises(RuntimeError, match="setup failed"):
+        t.train(train, val, save_path=str(tmp_path))
+    assert len(closed) == 3, "training, validation and test event files"
 
 
 def test_per_step_hooks_go_only_to_callbacks_that_define_them():

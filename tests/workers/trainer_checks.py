@@ -56,6 +56,31 @@ class SlowRank(Callback):
             time.sleep(self.seconds)
 
 
+class CountHooks(Callback):
+    """Counts the hooks this rank runs (Ludwig's contract: the coordinator's, unless every_rank)."""
+
+    def __init__(self, every_rank=False):
+        self.every_rank = every_rank
+        self.counts = {"on_trainer_train_setup": 0, "on_epoch_end": 0, "on_batch_end": 0, "on_eval_end": 0,
+                       "should_early_stop": 0}
+
+    def on_trainer_train_setup(self, trainer, save_path, is_coordinator):
+        self.counts["on_trainer_train_setup"] += 1
+
+    def on_epoch_end(self, trainer, progress_tracker, save_path):
+        self.counts["on_epoch_end"] += 1
+
+    def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
+        self.counts["on_batch_end"] += 1
+
+    def on_eval_end(self, trainer, progress_tracker, save_path):
+        self.counts["on_eval_end"] += 1
+
+    def should_early_stop(self, trainer, progress_tracker, is_coordinator):
+        self.counts["should_early_stop"] += 1
+        return False
+
+
 def record_control_steps(trainer):
     """The optimizer steps at which `trainer` submits its control agreements."""
     steps = []
@@ -137,6 +162,13 @@ def main(out_dir):
     res["control_steps"] = record_control_steps(t)
     t.train(train, save_path=os.path.join(out_dir, "control"))
     res["control_total_steps"] = t_pt(t).steps
+
+    # 9. callbacks: hooks on the coordinator only, unless a callback asks for every rank
+    default, everywhere = CountHooks(), CountHooks(every_rank=True)
+    t = Trainer({"epochs": 2, "batch_size": 16}, mlp_model(), distributed=s, callbacks=[default, everywhere],
+                skip_save_model=True, skip_save_progress=True, skip_save_log=True)
+    t.train(train, val, save_path=os.path.join(out_dir, "hooks"))
+    res["hook_counts"], res["hook_counts_every_rank"] = default.counts, everywhere.counts
 
     with open(os.path.join(out_dir, f"rank{r}.json"), "w") as fh:
         json.dump(res, fh)
