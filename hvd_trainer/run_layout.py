@@ -64,7 +64,8 @@ class RunLayout:
     @classmethod
     def of_model_dir(cls, model_dir: str) -> "RunLayout":
         """The layout whose model/ directory is `model_dir` (what Trainer.train's save_path receives)."""
-        return cls(os.path.dirname(os.path.normpath(model_dir)), model_dir=model_dir)
+        model_dir = os.path.normpath(model_dir)
+        return cls(os.path.dirname(model_dir), model_dir=model_dir)
 
     @classmethod
     def of_path(cls, path: str) -> "RunLayout":
