@@ -2,7 +2,8 @@
 
 scripts/netns_cluster_up.sh makes two "hosts" on this machine, each with its own network, hostname,
 /etc/hosts and sshd (see that script). The launcher runs on h1 and reaches h2 over ssh, as on a
-real cluster; the file system is shared, as with NFS. Every job runs under a hard timeout that
+real cluster; the file system is shared, as with NFS, except where a test gives each host a private
+tmpfs at the output path (PrivateDisks). Every job runs under a hard timeout that
 kills its process group, and anything left inside the hosts is ended after each test.
 Skipped, with the reason, where this machine cannot create namespaces (not root, no CAP_SYS_ADMIN).
 """
@@ -499,8 +500,8 @@ class PrivateDisks:
         return r.stdout if r.returncode == 0 else None
 
 
-def _digits_job_arguments(tmp_path) -> Optional[str]:
-    """The dataset (on the shared /tmp) for the digits jobs, or why they cannot run yet."""
+def _digits_dataset(tmp_path) -> str:
+    """The digits CSV on the shared /tmp (every host reads the data; only the output is private)."""
     if not os.path.exists(os.path.join(REPO, "hvd_trainer", "examples", "digits.yaml")):
         pytest.skip("hvd_trainer/examples/digits.yaml does not exist yet.")
     dataset = str(tmp_path / "digits.csv")
@@ -524,7 +525,7 @@ def test_resume_evaluate_and_predict_work_with_a_private_output_directory_per_ho
     Every job below runs with an output path that is a separate tmpfs on h1 and on h2 (see
     PrivateDisks): the ranks on h2 find nothing there, and must not need to.
     """
-    dataset = _digits_job_arguments(tmp_path)
+    dataset = _digits_dataset(tmp_path)
     output = str(tmp_path / "private")
     run_dir = os.path.join(output, "multihost_private")
     with PrivateDisks(cluster, output) as disks:
@@ -535,8 +536,9 @@ def test_resume_evaluate_and_predict_work_with_a_private_output_directory_per_ho
         assert first["epoch"] == 3
         assert disks.read("h2", "multihost_private/model/training_progress.json") is None, "h2's disk must stay empty"
 
-        out = _run_on_h1(cluster, launcher, ["train", "--resume", run_dir, "--config", "hvd_trainer/examples/digits.yaml",
-                                             "--dataset", dataset, "--set", "trainer.epochs=5"], timeout=240)
+        out = _run_on_h1(cluster, launcher, ["train", "--resume", run_dir, "--config",
+                                             "hvd_trainer/examples/digits.yaml", "--dataset", dataset,
+                                             "--set", "trainer.epochs=5"], timeout=240)
         resumed = json.loads(disks.read("h1", "multihost_private/model/training_progress.json"))
         assert f"Resuming from step {first['steps']}" in out, out[-4000:]
         assert resumed["epoch"] == 5 and resumed["steps"] > first["steps"], (first, resumed)
