@@ -92,6 +92,19 @@ class JobConfig:
         return cls.from_dict(data)
 
 
+def command_line_distributed(overrides: Sequence[str]) -> DistributedConfig:
+    """The distributed section that the --set assignments alone give, over the defaults.
+
+    Every rank has the same command line but maybe not the same files, so this is what the
+    ranks can start talking with before rank 0 has read any config (see commands/shared.py).
+    """
+    data: Dict[str, Any] = {}
+    for assignment in overrides:
+        if assignment.partition("=")[0].split(".")[0].strip() == "distributed":
+            set_dotted(data, assignment)
+    return DistributedConfig.from_dict(data.get("distributed"))
+
+
 def _read_saved_config(hyperparameters_path: str) -> Dict[str, Any]:
     """The plain dict in a run's model_hyperparameters.json."""
     with open(hyperparameters_path) as fh:

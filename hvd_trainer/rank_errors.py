@@ -66,11 +66,17 @@ class DeferredErrors:
         rank, (kind, message) = next((r, report) for r, report in enumerate(reports) if report is not None)
         if rank == self.distributed.rank():
             raise self.first
-        cls = getattr(errors, kind, None)
-        if isinstance(cls, type) and issubclass(cls, errors.HvdTrainerError):
-            raise cls(message)
-        raise RankFailedError(f"Rank {rank} failed with {kind}: {message} Every rank stops here; rank {rank}'s "
-                              "output has the traceback.")
+        raise error_reported_by(rank, kind, message)
 
     def _report(self) -> Optional[Tuple[str, str]]:
         return None if self.first is None else (type(self.first).__name__, str(self.first))
+
+
+def error_reported_by(rank: int, kind: str, message: str) -> Exception:
+    """The error to raise for another rank's (class name, message): the same hvd_trainer error
+    (one paragraph, exit code 2 from the CLI), or RankFailedError for anything else."""
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, errors.HvdTrainerError):
+        return cls(message)
+    return RankFailedError(f"Rank {rank} failed with {kind}: {message} Every rank stops here; rank {rank}'s "
+                           "output has the traceback.")

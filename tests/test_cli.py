@@ -2,12 +2,13 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, launch_env, launcher_command, require_horovod, run_job
+from conftest import HOROVODRUN, REPO, launch_env, launcher_command, require_horovod, run_job
 
 from hvd_trainer.examples import example_config_path, write_example_dataset
 
@@ -120,6 +121,69 @@ def test_the_builtin_example_reaches_095_test_accuracy(tmp_path):
     assert progress["best_eval_test_metrics"]["label"]["accuracy"] >= 0.95
     assert (run / "learning_curves.png").exists()
 
+
+
+# Each rank runs in a mount namespace of its own (unshare --mount), and ranks other than 0 mount
+# an empty tmpfs over $HVD_PRIVATE_PATH there: on one machine, rank 1 sees another disk than rank 0
+# at the output path, as on hosts without a shared file system (test_multihost.py has the real one).
+_OTHER_RANKS_SEE_AN_EMPTY_DISK = (
+    'rank="${HOROVOD_RANK:-${OMPI_COMM_WORLD_RANK:-0}}"; '
+    'if [ "$rank" != 0 ]; then mount -t tmpfs -o size=1m hvd-other-rank "$HVD_PRIVATE_PATH" || exit 97; fi; '
+    'exec "$@"'
+)
+
+
+def hvd_rank_1_sees_nothing(private_path, *args, timeout=300):
+    """`hvd_trainer ARGS` at 2 ranks (Gloo), rank 1 seeing an empty directory at private_path."""
+    require_horovod()
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("giving rank 1 a disk of its own needs root and unshare (util-linux)")
+    cmd = [HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", "--disable-cache",
+           "unshare", "--mount", "--propagation", "private", "sh", "-c", _OTHER_RANKS_SEE_AN_EMPTY_DISK, "sh",
+           sys.executable, "-m", "hvd_trainer", *args]
+    return run_job(cmd, timeout=timeout, env={"HVD_PRIVATE_PATH": str(private_path)})
+
+
+@pytest.fixture
+def private_run(trained, tmp_path):
+    """A copy of the trained run under tmp_path/private, a directory rank 1 will see empty."""
+    run, _ = trained
+    copy = tmp_path / "private" / run.name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def test_resume_evaluate_and_predict_when_only_rank_0_has_the_run_directory(private_run, digits_csv):
+    private = private_run.parent
+    before = json.load(open(private_run / "model" / "training_progress.json"))["steps"]
+    r = hvd_rank_1_sees_nothing(private, "train", "--resume", str(private_run), "--config",
+                                example_config_path("digits"), "--dataset", digits_csv, "--set", "trainer.epochs=5")
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert f"Resuming from step {before}" in r.stdout
+    assert json.load(open(private_run / "model" / "training_progress.json"))["epoch"] == 5
+
+    r = hvd_rank_1_sees_nothing(private, "evaluate", "--model-path", str(private_run), "--dataset", digits_csv,
+                                "--split", "validation")
+    assert r.returncode == 0, r.stdout[-4000:]
+    header = next(line for line in r.stdout.splitlines() if "│ label" in line)
+    assert "validation" in header and "test" not in header, "the table is labelled with the split evaluated"
+    r = hvd_rank_1_sees_nothing(private, "predict", "--model-path", str(private_run), "--dataset", digits_csv,
+                                "--output-directory", str(private / "predictions"))
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert len(open(private / "predictions" / "predictions.csv").read().splitlines()) == 1798
+
+
+def test_weights_that_do_not_fit_end_every_rank_with_one_error_and_exit_code_2(private_run, digits_csv):
+    import torch
+
+    torch.save(torch.nn.Linear(3, 2).state_dict(), str(private_run / "model" / "model_weights"))
+    r = hvd_rank_1_sees_nothing(private_run.parent, "evaluate", "--model-path", str(private_run),
+                                "--dataset", digits_csv, timeout=120)
+    # horovodrun --gloo turns any rank's exit status into 1; it names the first one it saw.
+    assert r.returncode != 0 and "Exit code: 2" in r.stdout, r.stdout[-4000:]
+    assert "[0]<stderr>:hvd_trainer: error: The model weights" in r.stdout, r.stdout[-4000:]
+    assert "[1]<stderr>:hvd_trainer: error: The model weights" in r.stdout, r.stdout[-4000:]
+    assert "do not fit the model" in r.stdout and "]<stderr>:Traceback" not in r.stdout  # horovodrun has its own
 
 BAD = [
     (["train"], "needs --config"),

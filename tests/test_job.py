@@ -6,7 +6,8 @@ import yaml
 
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.examples import example_config_path
-from hvd_trainer.job import JobConfig
+from hvd_trainer.config import DistributedConfig
+from hvd_trainer.job import JobConfig, command_line_distributed
 from hvd_trainer.run_layout import RunLayout
 
 
@@ -67,3 +68,13 @@ def test_resume_of_a_directory_without_a_run_names_the_missing_file(tmp_path):
 def test_a_saved_config_loads_as_it_was_trained(saved_run):
     job = JobConfig.saved(saved_run.hyperparameters)
     assert job.trainer.epochs == 7 and [f.name for f in job.model.output_features] == ["label"]
+
+
+def test_the_distributed_section_of_the_command_line_alone_needs_no_file():
+    # What every rank can start talking with before rank 0 has read any config file.
+    assert command_line_distributed(()) == DistributedConfig()
+    assert command_line_distributed(["trainer.epochs=3", "distributed.compression=fp16"]) == \
+        DistributedConfig(compression="fp16")
+    assert command_line_distributed(["distributed={strategy: local}"]).strategy == "local"
+    with pytest.raises(ConfigError, match="distributed.op"):
+        command_line_distributed(["distributed.op=median"])

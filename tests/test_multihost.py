@@ -2,7 +2,8 @@
 
 scripts/netns_cluster_up.sh makes two "hosts" on this machine, each with its own network, hostname,
 /etc/hosts and sshd (see that script). The launcher runs on h1 and reaches h2 over ssh, as on a
-real cluster; the file system is shared, as with NFS. Every job runs under a hard timeout that
+real cluster; the file system is shared, as with NFS, except where a test gives each host a private
+tmpfs at the output path (PrivateDisks). Every job runs under a hard timeout that
 kills its process group, and anything left inside the hosts is ended after each test.
 Skipped, with the reason, where this machine cannot create namespaces (not root, no CAP_SYS_ADMIN).
 """
@@ -460,3 +461,93 @@ def test_two_machines_with_one_hostname_are_reported(cluster):
     finally:
         subprocess.run(["nsenter", "-t", h2, "--uts", "hostname", "h2"], check=True)
     assert any("all call themselves 'h1'" in p and "MPI_Comm_split" in p for p in problems), problems
+
+
+# ---- a private output directory on every host -----------------------------------------------
+
+
+class PrivateDisks:
+    """A tmpfs of its own on every host, mounted at one path: a cluster without a shared output directory.
+
+    Each host of the cluster already lives in a mount namespace of its own, held by its holder
+    process (netns_cluster_up.sh starts it with `unshare --mount --propagation private`), and
+    everything "on the host" is inside that namespace: sshd was started in it with nsenter, so
+    the ranks that horovodrun starts over ssh inherit it, and on_host.sh enters it too. A tmpfs
+    mounted at `path` through on_host.sh therefore exists for that host only: the other host, and
+    this machine, still see the (empty) directory underneath. No new namespace per command is
+    needed (a bare `ip netns exec` would make one per invocation, and lose the mount).
+    """
+
+    def __init__(self, cluster: Cluster, path: str, hosts: Tuple[str, ...] = ("h1", "h2")):
+        self.cluster, self.path, self.hosts = cluster, path, hosts
+
+    def __enter__(self) -> "PrivateDisks":
+        os.makedirs(self.path, exist_ok=True)
+        for host in self.hosts:
+            r = run_job(self.cluster.on(host, "mount", "-t", "tmpfs", "-o", "size=64m,mode=0755",
+                                        f"hvd-{host}-private", self.path), timeout=30, env=self.cluster.job_env())
+            assert r.returncode == 0, f"could not mount a private tmpfs on {host}: {r.stdout}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for host in self.hosts:
+            run_job(self.cluster.on(host, "umount", "-l", self.path), timeout=30, env=self.cluster.job_env())
+
+    def read(self, host: str, relative: str) -> Optional[str]:
+        """The file's text as `host` sees it (None when it does not exist there)."""
+        r = run_job(self.cluster.on(host, "cat", os.path.join(self.path, relative)), timeout=30,
+                    env=self.cluster.job_env())
+        return r.stdout if r.returncode == 0 else None
+
+
+def _digits_dataset(tmp_path) -> str:
+    """The digits CSV on the shared /tmp (every host reads the data; only the output is private)."""
+    if not os.path.exists(os.path.join(REPO, "hvd_trainer", "examples", "digits.yaml")):
+        pytest.skip("hvd_trainer/examples/digits.yaml does not exist yet.")
+    dataset = str(tmp_path / "digits.csv")
+    _write_digits_csv(dataset)
+    return dataset
+
+
+def _run_on_h1(cluster: Cluster, launcher: str, args: List[str], timeout: float) -> str:
+    """`python -m hvd_trainer ARGS` on 4 ranks across h1 and h2; its output (the test fails unless it exits 0)."""
+    r = run_job(cluster.on("h1", *horovodrun(launcher, PYTHON, "-m", "hvd_trainer", *args)), timeout=timeout,
+                env=cluster.job_env())
+    out = strip_rank_prefixes(r.stdout)
+    assert r.returncode == 0, f"hvd_trainer {args[0]} exited {r.returncode}:\n{out[-4000:]}"
+    return out
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_resume_evaluate_and_predict_work_with_a_private_output_directory_per_host(cluster, launcher, tmp_path):
+    """README: results are written by rank 0 only, so --output-directory only needs to exist on h1.
+
+    Every job below runs with an output path that is a separate tmpfs on h1 and on h2 (see
+    PrivateDisks): the ranks on h2 find nothing there, and must not need to.
+    """
+    dataset = _digits_dataset(tmp_path)
+    output = str(tmp_path / "private")
+    run_dir = os.path.join(output, "multihost_private")
+    with PrivateDisks(cluster, output) as disks:
+        assert disks.read("h2", ".") is None and not os.listdir(output)
+        _run_on_h1(cluster, launcher, TRAIN_COMMAND.format(
+            dataset=dataset, output=output, experiment="multihost", model="private").split()[3:], timeout=240)
+        first = json.loads(disks.read("h1", "multihost_private/model/training_progress.json"))
+        assert first["epoch"] == 3
+        assert disks.read("h2", "multihost_private/model/training_progress.json") is None, "h2's disk must stay empty"
+
+        out = _run_on_h1(cluster, launcher, ["train", "--resume", run_dir, "--config",
+                                             "hvd_trainer/examples/digits.yaml", "--dataset", dataset,
+                                             "--set", "trainer.epochs=5"], timeout=240)
+        resumed = json.loads(disks.read("h1", "multihost_private/model/training_progress.json"))
+        assert f"Resuming from step {first['steps']}" in out, out[-4000:]
+        assert resumed["epoch"] == 5 and resumed["steps"] > first["steps"], (first, resumed)
+
+        out = _run_on_h1(cluster, launcher, ["evaluate", "--model-path", run_dir, "--dataset", dataset,
+                                             "--split", "validation"], timeout=180)
+        assert "validation" in out and disks.read("h1", "multihost_private/evaluation_statistics.json")
+        predictions = os.path.join(output, "predictions")
+        _run_on_h1(cluster, launcher, ["predict", "--model-path", run_dir, "--dataset", dataset,
+                                       "--output-directory", predictions], timeout=180)
+        rows = disks.read("h1", "predictions/predictions.csv").splitlines()
+        assert len(rows) == 1798, f"one row per input row, and a header: {len(rows)} lines"

@@ -2,6 +2,10 @@
 
     python -m hvd_trainer train --config c.yaml --dataset d.csv [--set trainer.epochs=3]
     python -m hvd_trainer train --resume results/experiment_run [--set trainer.epochs=5]
+
+Only rank 0 reads the config and the run directory (resume or start fresh, the saved config and
+metadata) and writes the run's files; the other ranks get what it found by broadcast, so the
+output directory only needs to exist on rank 0's host (see coordinator.py).
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from typing import Any, Dict, Optional
 
 from hvd_trainer.checkpoint import atomic_write_text
 from hvd_trainer.commands.run_description import describe_run
-from hvd_trainer.commands.shared import seed_everything, start_strategy, write_json
+from hvd_trainer.commands.shared import seed_everything, start_and_agree, write_json, writing_into
+from hvd_trainer.coordinator import run_on_coordinator
 from hvd_trainer.distributed import DistributedStrategy
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.job import JobConfig
@@ -34,6 +39,16 @@ class RunDirectoryChoice:
 
 
 @dataclass(frozen=True)
+class RunPlan:
+    """What rank 0 found in the files and decided before any rank acts; the same on every rank."""
+
+    job: JobConfig
+    choice: RunDirectoryChoice
+    saved_metadata: Optional[Dict[str, Any]]
+    """The resumed run's training_set_metadata; None for a new run (computed from the data)."""
+
+
+@dataclass(frozen=True)
 class TrainResult:
     exit_code: int
     layout: RunLayout
@@ -41,14 +56,23 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> int:
-    choice = choose_run_directory(options)
-    job = load_job(options, choice)
-    strategy = start_strategy(job.distributed)
-    if choice.directory is not None:
-        layout = RunLayout(choice.directory)
+    strategy, plan = start_and_agree(options.overrides, "hvd_trainer.train_plan", lambda: plan_run(options),
+                                     lambda found: found.job.distributed)
+    if plan.choice.directory is not None:
+        layout = RunLayout(plan.choice.directory)
     else:
         layout = new_run_layout(options, strategy)
-    return train_and_save(job, options, strategy, layout, resuming=choice.resuming).exit_code
+    return train_and_save(plan.job, options, strategy, layout, saved_metadata=plan.saved_metadata).exit_code
+
+
+def plan_run(options: TrainOptions) -> RunPlan:
+    """Rank 0: resume or start fresh, the job's config, and a resumed run's metadata, from its own files."""
+    from hvd_trainer.data.preprocessing import load_metadata
+
+    choice = choose_run_directory(options)
+    job = load_job(options, choice)
+    saved_metadata = load_metadata(RunLayout(choice.directory).model_dir) if choice.resuming else None
+    return RunPlan(job=job, choice=choice, saved_metadata=saved_metadata)
 
 
 def choose_run_directory(options: TrainOptions) -> RunDirectoryChoice:
@@ -70,44 +94,47 @@ def load_job(options: TrainOptions, choice: RunDirectoryChoice) -> JobConfig:
 
 
 def new_run_layout(options: TrainOptions, strategy: DistributedStrategy) -> RunLayout:
-    """A fresh run directory, named and created on rank 0 and broadcast, so all ranks share it."""
-    root = strategy.broadcast_object(
-        RunLayout.new(options.output_directory, options.experiment_name, options.model_name).root
-        if strategy.is_coordinator() else None, name="hvd_trainer.run_directory")
-    return RunLayout(root)
+    """A fresh run directory, named and created on rank 0 and broadcast (the others never touch it)."""
+    return run_on_coordinator(strategy, "hvd_trainer.run_directory", lambda: _create_run_directory(options))
+
+
+def _create_run_directory(options: TrainOptions) -> RunLayout:
+    with writing_into(options.output_directory):
+        return RunLayout.new(options.output_directory, options.experiment_name, options.model_name)
 
 
 def train_and_save(job: JobConfig, options: TrainOptions, strategy: DistributedStrategy, layout: RunLayout,
-                   resuming: bool = False) -> TrainResult:
-    """Load the data, build the model, record the run's start, train, and record its end."""
-    from hvd_trainer.data.preprocessing import save_metadata
+                   saved_metadata: Optional[Dict[str, Any]] = None) -> TrainResult:
+    """Load the data, build the model, record the run's start, train, and record its end.
+
+    saved_metadata: the metadata of the run in `layout` to resume (rank 0's, broadcast); None
+    starts a new run.
+    """
     from hvd_trainer.trainer import Trainer
 
-    datasets, metadata, model = _data_and_model(job, options, strategy, layout, resuming)
-    if strategy.is_coordinator():
-        _record_start(job, options, layout, strategy.size())
-    save_metadata(metadata, layout.model_dir, strategy)
+    datasets, metadata, model = _data_and_model(job, options, strategy, saved_metadata)
+    run_on_coordinator(strategy, "hvd_trainer.run_start",
+                       lambda: _record_start(job, options, layout, strategy.size(), metadata))
 
-    trainer = Trainer(job.trainer, model, resume=resuming, skip_save_model=options.skip_save_model,
+    trainer = Trainer(job.trainer, model, resume=saved_metadata is not None, skip_save_model=options.skip_save_model,
                       skip_save_progress=options.skip_save_progress, skip_save_log=options.skip_save_log,
                       random_seed=options.random_seed, distributed=strategy)
     _, train_stats, validation_stats, test_stats = trainer.train(*datasets, save_path=layout.model_dir)
     code = exit_code_for(trainer.stop_reason)
+    stats = {"training": train_stats, "validation": validation_stats, "test": test_stats}
+    run_on_coordinator(strategy, "hvd_trainer.run_end",
+                       lambda: _record_end(layout, stats, code, trainer.last_progress_tracker.steps))
     if strategy.is_coordinator():
-        stats = {"training": train_stats, "validation": validation_stats, "test": test_stats}
-        _record_end(layout, stats, code, trainer.last_progress_tracker.steps)
         _print_summary(layout, trainer, test_stats, validation_stats)
     return TrainResult(exit_code=code, layout=layout, trainer=trainer)
 
 
-def _data_and_model(job: JobConfig, options: TrainOptions, strategy: DistributedStrategy, layout: RunLayout,
-                    resuming: bool):
+def _data_and_model(job: JobConfig, options: TrainOptions, strategy: DistributedStrategy,
+                    saved_metadata: Optional[Dict[str, Any]]):
     """((train, validation, test), metadata, model); a resumed run reuses its saved metadata."""
     from hvd_trainer.data.pipeline import check_enough_rows, load_training_data
-    from hvd_trainer.data.preprocessing import load_metadata
     from hvd_trainer.models.feature_model import build_model
 
-    saved_metadata = load_metadata(layout.model_dir) if resuming else None
     train, validation, test, metadata = load_training_data(
         job.model, strategy, dataset=options.dataset, training_set=options.training_set,
         validation_set=options.validation_set, test_set=options.test_set, random_seed=options.random_seed,
@@ -117,23 +144,29 @@ def _data_and_model(job: JobConfig, options: TrainOptions, strategy: Distributed
     return (train, validation, test), metadata, build_model(job.model, metadata)
 
 
-def _record_start(job: JobConfig, options: TrainOptions, layout: RunLayout, world_size: int) -> None:
-    """Rank 0: the config and the run's description, and no stale requeue request."""
-    os.makedirs(layout.model_dir, exist_ok=True)
-    write_json(layout.hyperparameters, job.as_given)
-    write_json(layout.description, describe_run(job.as_given, options, world_size))
-    try:
-        os.unlink(layout.requeue_marker)
-    except FileNotFoundError:
-        pass
+def _record_start(job: JobConfig, options: TrainOptions, layout: RunLayout, world_size: int,
+                  metadata: Dict[str, Any]) -> None:
+    """Rank 0: the config, the metadata and the run's description, and no stale requeue request."""
+    from hvd_trainer.data.preprocessing import save_metadata
+
+    with writing_into(layout.root):
+        os.makedirs(layout.model_dir, exist_ok=True)
+        write_json(layout.hyperparameters, job.as_given)
+        save_metadata(metadata, layout.model_dir)
+        write_json(layout.description, describe_run(job.as_given, options, world_size))
+        try:
+            os.unlink(layout.requeue_marker)
+        except FileNotFoundError:
+            pass
 
 
 def _record_end(layout: RunLayout, stats: Dict[str, Any], exit_code: int, steps: int) -> None:
-    write_json(layout.training_statistics, stats)
-    if exit_code == EXIT_REQUEUE:
-        # horovodrun --gloo reports every rank failure as exit code 1, hiding 75: a batch
-        # script can also look for this file to know the run wants to be requeued.
-        atomic_write_text(layout.requeue_marker, f"checkpoint saved at step {steps}\n")
+    with writing_into(layout.root):
+        write_json(layout.training_statistics, stats)
+        if exit_code == EXIT_REQUEUE:
+            # horovodrun --gloo reports every rank failure as exit code 1, hiding 75: a batch
+            # script can also look for this file to know the run wants to be requeued.
+            atomic_write_text(layout.requeue_marker, f"checkpoint saved at step {steps}\n")
 
 
 def _print_summary(layout: RunLayout, trainer, test_stats, validation_stats) -> None:
