@@ -98,7 +98,7 @@ def format_knobs(infos: List[Dict[str, Any]]) -> List[str]:
         differing = [line for line in info.get("knobs") or [] if line not in first]
         lines += [f"  rank {info['rank']}: {line}" for line in differing]
     if infos[0].get("controller") == "mpi":
-            lines.append("  Open MPI reads OMPI_MCA_* at MPI_Init, which runs after the trainer sets them in each rank; "
+        lines.append("  Open MPI reads OMPI_MCA_* at MPI_Init, which runs after the trainer sets them in each rank; "
                      "a value given at launch (mpirun -mca / -x, or exported) wins.")
     return lines
 
