@@ -41,11 +41,12 @@ def test_a_pinned_rank_counts_only_its_own_cores():
     assert "pinned" in knobs.torch_threads.reason
 
 
-def test_a_gloo_job_leaves_open_mpis_setting_alone():
+def test_a_gloo_job_leaves_open_mpis_setting_and_horovods_cycle_time_alone():
     knobs = cpu_knobs(controller="gloo")
+    assert knobs.cycle_time.value is None and "Gloo" in knobs.cycle_time.reason
     assert "OMPI_MCA_mpi_yield_when_idle" not in knobs.environment()
     assert "not an MPI job" in knobs.yield_when_idle.reason
-    assert knobs.environment()["HOROVOD_CYCLE_TIME"] == "0.1"
+    assert "HOROVOD_CYCLE_TIME" not in knobs.environment()
 
 
 def test_gpu_ranks_keep_horovods_cycle_time_and_torchs_threads():
