@@ -180,12 +180,48 @@ class TrainerConfig:
 
 
 @dataclass
+class HorovodConfig:
+    """`distributed.horovod:` Horovod's own knobs. null leaves a knob to the trainer, which chooses it from the
+    ranks per host, the cores, the controller and the GPUs (`python -m hvd_trainer doctor` shows the choice and
+    why); a HOROVOD_* (or OMPI_MCA_*) variable in the environment wins over both."""
+
+    cycle_time_ms: Optional[float] = setting(
+        None, "Milliseconds between Horovod's negotiation cycles (HOROVOD_CYCLE_TIME; null: the trainer's choice).", gt=0)
+    fusion_threshold_mb: Optional[float] = setting(
+        None, "Tensor fusion buffer in MiB, 0 to fuse nothing (HOROVOD_FUSION_THRESHOLD; null: the trainer's choice).",
+        min=0)
+    yield_when_idle: Optional[bool] = setting(
+        None, "MPI ranks yield their core while they wait (OMPI_MCA_mpi_yield_when_idle; null: the trainer's choice).")
+    torch_threads: Optional[int] = setting(
+        None, "torch threads per rank on the CPU (OMP_NUM_THREADS wins; null: the host's cores / its ranks).", min=1)
+    autotune: bool = setting(False, "Let Horovod tune cycle time and fusion while training runs (HOROVOD_AUTOTUNE).")
+    autotune_log: Optional[str] = setting(None, "CSV file where the autotuner logs each trial (HOROVOD_AUTOTUNE_LOG).")
+    timeline: Optional[str] = setting(
+        None, "JSON file where rank 0 records every collective, for chrome://tracing or Perfetto (HOROVOD_TIMELINE).")
+    timeline_mark_cycles: bool = setting(False, "Mark each negotiation cycle in the timeline (HOROVOD_TIMELINE_MARK_CYCLES).")
+
+    def __post_init__(self):
+        if self.autotune_log and not self.autotune:
+            raise ConfigError(
+                f"distributed.horovod.autotune_log is {self.autotune_log!r} but distributed.horovod.autotune is false, "
+                "so there would be nothing to log. Set distributed.horovod.autotune: true, or remove autotune_log.")
+        if self.timeline_mark_cycles and not self.timeline:
+            raise ConfigError(
+                "distributed.horovod.timeline_mark_cycles is true but distributed.horovod.timeline is not set, so "
+                "there is no timeline to mark. Set distributed.horovod.timeline: path/to/timeline.json.")
+        for key in ("autotune_log", "timeline"):
+            if getattr(self, key) == "":
+                raise ConfigError(f"distributed.horovod.{key} is an empty string; give a file path or leave it out.")
+
+
+@dataclass
 class DistributedConfig:
     """hvd_trainer's own `distributed:` section."""
 
     strategy: str = setting("auto", "auto (Horovod when launched by horovodrun, mpirun or srun), horovod or local.", choices=("auto", "horovod", "local"))
     compression: str = setting("none", "Gradient compression on the wire.", choices=("none", "fp16"))
     op: str = setting("average", "Gradient reduction.", choices=("average", "sum", "adasum"))
+    horovod: HorovodConfig = field(default_factory=HorovodConfig, metadata={"help": "Horovod's knobs (cycle time, fusion, autotune, timeline)."})
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "DistributedConfig":

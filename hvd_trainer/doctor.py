@@ -75,8 +75,32 @@ def collect_rank_info(strategy) -> Dict[str, Any]:
         threads=torch.get_num_threads(),
         cuda=(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no"),
         slurm=_slurm(),
+        knobs=_knobs(strategy),
     )
     return info
+
+
+def _knobs(strategy) -> Optional[List[str]]:
+    """The Horovod knobs this rank was started with, each with its value, source and reason."""
+    knobs = getattr(strategy, "knobs", None)
+    return knobs.describe() if knobs is not None else None
+
+
+def format_knobs(infos: List[Dict[str, Any]]) -> List[str]:
+    """Rank 0's knobs and why, then any rank whose knobs differ (another host, other cores)."""
+    first = infos[0].get("knobs")
+    if not first:
+        return ["Horovod knobs: none (not a Horovod job)"]
+    lines = ["Horovod knobs (rank 0: value [who chose it] why; HOROVOD_* / OMPI_MCA_* in the environment win over "
+             "distributed.horovod in the config, which wins over the trainer):"]
+    lines += [f"  {line}" for line in first]
+    for info in infos[1:]:
+        differing = [line for line in info.get("knobs") or [] if line not in first]
+        lines += [f"  rank {info['rank']}: {line}" for line in differing]
+    if infos[0].get("controller") == "mpi":
+        lines.append("  Open MPI reads OMPI_MCA_* at MPI_Init, which runs after the trainer sets them in each rank; "
+                     "a value given at launch (mpirun -mca / -x, or exported) wins.")
+    return lines
 
 
 def find_problems(infos: List[Dict[str, Any]]) -> List[str]:
@@ -124,6 +148,7 @@ def format_table(infos: List[Dict[str, Any]]) -> str:
     lines.append("  " + "  ".join("-" * w for w in widths))
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    lines += [""] + format_knobs(infos)
     return "\n".join(lines)
 
 

@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 def start_strategy(distributed: DistributedConfig) -> DistributedStrategy:
     """Initialise the configured strategy; ranks other than 0 then log warnings only."""
-    # compression and op only mean something to Horovod; the local strategy takes no options.
-    kwargs = {} if distributed.strategy == "local" else {"compression": distributed.compression, "op": distributed.op}
+    # compression, op and Horovod's knobs only mean something to Horovod; the local strategy takes no options.
+    kwargs = {} if distributed.strategy == "local" else {
+        "compression": distributed.compression, "op": distributed.op, "horovod": distributed.horovod}
     strategy = init_dist_strategy(distributed.strategy, **kwargs)
     _quiet_other_ranks(strategy.rank())
     return strategy

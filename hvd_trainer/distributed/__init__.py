@@ -26,7 +26,8 @@ STRATEGIES: Dict[str, Callable[..., DistributedStrategy]] = {"horovod": _horovod
 def init_dist_strategy(strategy: str = "auto", **kwargs) -> DistributedStrategy:
     """Build a strategy by name. 'auto' picks Horovod when a launcher started this process.
 
-    Keyword arguments (compression, op) go to the Horovod strategy and are ignored by 'local'.
+    Keyword arguments (compression, op, horovod: the distributed.horovod section) go to the
+    Horovod strategy and are ignored by 'local'.
     """
     if isinstance(strategy, DistributedStrategy):
         return strategy

@@ -8,13 +8,16 @@ synchronize() before unscale/clip and skip_synchronize() around step().
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-from typing import Any, Callable, ContextManager, List, Optional
+from typing import Any, Callable, ContextManager, List, Optional, Tuple
 
 import torch
 
+from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
+from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
 from hvd_trainer.errors import ConfigError, LaunchError
 
@@ -24,6 +27,7 @@ COMPRESSIONS = ("none", "fp16")
 OPTIMIZER_OPS = ("average", "sum", "adasum")
 
 _initialized = False
+_knobs_in_effect: Optional[Knobs] = None  # the knobs of the hvd.init() that ran in this process
 
 
 def import_horovod_torch():
@@ -47,10 +51,19 @@ def import_horovod_torch():
     return hvd
 
 
-def _init_horovod(hvd, info: LaunchInfo) -> None:
-    global _initialized
-    if _initialized and hvd.is_initialized():
+def _horovod_is_initialized(hvd) -> bool:
+    return _initialized and hvd.is_initialized()
+
+
+def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
+    global _initialized, _knobs_in_effect
+    if _horovod_is_initialized(hvd):
         return
+    # Horovod: its background thread reads HOROVOD_* when hvd.init() starts it, and Open MPI reads
+    # OMPI_MCA_* at MPI_Init (checked: mpi_yield_when_idle set here reads back through MPI_T), so
+    # the knobs go into this process's environment before either runs.
+    os.environ.update(knobs.environment())
+    _knobs_in_effect = knobs
     if info.uses_mpi:
         if not hvd.mpi_built():
             raise LaunchError(
@@ -91,35 +104,89 @@ def gpu_for_local_rank(local_rank: int, local_size: int, device_count: int) -> i
     return local_rank % device_count
 
 
+def usable_cores() -> Tuple[int, bool]:
+    """(cores this process may run on, whether the launcher pinned it to them).
+
+    A rank is pinned when its CPU affinity is narrower than its parent's (mpirun --bind-to core,
+    srun --cpu-bind): those cores are its own. A container's cpuset narrows both alike.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return os.cpu_count() or 1, False
+    mine = len(os.sched_getaffinity(0))
+    try:
+        parent = len(os.sched_getaffinity(os.getppid()))
+    except OSError:  # the parent is gone or not ours to inspect
+        parent = mine
+    return mine, mine < parent
+
+
+def _check_options(compression: str, op: str) -> None:
+    if compression not in COMPRESSIONS:
+        raise ConfigError(
+            f"distributed.compression is {compression!r}, which Horovod does not offer here; "
+            f"use one of: {', '.join(COMPRESSIONS)}."
+        )
+    if op not in OPTIMIZER_OPS:
+        raise ConfigError(
+            f"distributed.op is {op!r}; the gradient reduction must be one of: "
+            f"{', '.join(OPTIMIZER_OPS)}."
+        )
+
+
 class HorovodStrategy(DistributedStrategy):
     """Data parallelism through Horovod (Gloo or MPI controller)."""
 
     name = "horovod"
 
-    def __init__(self, compression: str = "none", op: str = "average", set_threads: bool = True):
-        if compression not in COMPRESSIONS:
-            raise ConfigError(
-                f"distributed.compression is {compression!r}, which Horovod does not offer here; "
-                f"use one of: {', '.join(COMPRESSIONS)}."
-            )
-        if op not in OPTIMIZER_OPS:
-            raise ConfigError(
-                f"distributed.op is {op!r}; the gradient reduction must be one of: "
-                f"{', '.join(OPTIMIZER_OPS)}."
-            )
-        self._hvd = hvd = import_horovod_torch()
-        self.launch = detect_launcher()
-        _init_horovod(hvd, self.launch)
+    def __init__(self, compression: str = "none", op: str = "average", set_threads: bool = True,
+                 horovod: Optional[HorovodConfig] = None):
+        """horovod: the `distributed.horovod` section (None: every knob chosen by the trainer);
+        set_threads=False leaves torch's thread count alone."""
+        _check_options(compression, op)
         self.compression = compression
         self.op = op
+        self._hvd = hvd = import_horovod_torch()
+        self.launch = detect_launcher()
+        config = horovod or HorovodConfig()
+        cores, pinned = usable_cores()
+        self._host = HostView(self.launch.local_size or 1, cores, self.launch.controller,
+                              torch.cuda.is_available(), pinned)
+        self.knobs = self._choose_knobs(config)
+        _init_horovod(hvd, self.launch, self.knobs)
         if torch.cuda.is_available():
             # Horovod: one GPU per process, chosen by the local rank.
             torch.cuda.set_device(gpu_for_local_rank(hvd.local_rank(), hvd.local_size(), torch.cuda.device_count()))
-        elif set_threads and "OMP_NUM_THREADS" not in os.environ:
+        elif set_threads:
+            self._set_torch_threads(config)
+        if self.rank() == 0:
+            self._log_knobs()
+
+    def _log_knobs(self) -> None:
+        chosen = dict(self.knobs.environment())
+        threads = self.knobs.threads_to_set()
+        if threads is not None:
+            chosen["torch threads"] = str(threads)
+        if chosen:
+            logger.info("Horovod knobs set by hvd_trainer: %s ('python -m hvd_trainer doctor' says why).",
+                        ", ".join(f"{k}={v}" for k, v in chosen.items()))
+        logger.debug("Horovod knobs:\n  %s", "\n  ".join(self.knobs.describe()))
+
+    def _choose_knobs(self, config: HorovodConfig) -> Knobs:
+        if _horovod_is_initialized(self._hvd) and _knobs_in_effect is not None:
+            return _knobs_in_effect  # Horovod reads its knobs once per process
+        host = self._host
+        return choose_knobs(host.local_size, host.cores, host.controller, host.gpu, config, os.environ, host.pinned)
+
+    def _set_torch_threads(self, config: HorovodConfig) -> None:
+        if self._hvd.local_size() != self._host.local_size:
+            # The launcher did not say how many ranks share this host; Horovod now knows.
+            self._host = dataclasses.replace(self._host, local_size=self._hvd.local_size())
+            self.knobs = dataclasses.replace(self.knobs, torch_threads=torch_threads_knob(self._host, config, os.environ))
+        threads = self.knobs.threads_to_set()
+        if threads is not None:
             # Horovod: ranks on one host share its cores; oversubscribing them with torch's
             # default thread count (one per core, per rank) slows every rank down.
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            torch.set_num_threads(max(1, (cores or 1) // hvd.local_size()))
+            torch.set_num_threads(threads)
 
     # ---- world ---------------------------------------------------------------------------
     def size(self) -> int:
@@ -278,3 +345,4 @@ class HorovodStrategy(DistributedStrategy):
         if _initialized:
             self._hvd.shutdown()
             _initialized = False
+_knobs_in_effect: Optional[Knobs] = None  # the knobs of the hvd.init() that ran in this process

@@ -24,6 +24,7 @@ class LaunchInfo:
     size: Optional[int] = None
     local_rank: Optional[int] = None
     controller: Optional[str] = None  # "gloo" or "mpi" when known
+    local_size: Optional[int] = None  # ranks on this host, known before hvd.init()
 
     @property
     def is_distributed(self) -> bool:
@@ -64,6 +65,7 @@ def detect_launcher(env: Optional[Mapping[str, str]] = None) -> LaunchInfo:
             size=_int(env, "HOROVOD_SIZE"),
             local_rank=_int(env, "HOROVOD_LOCAL_RANK"),
             controller="mpi" if controller == "mpi" else "gloo",
+            local_size=_int(env, "HOROVOD_LOCAL_SIZE"),
         )
     if "OMPI_COMM_WORLD_RANK" in env:
         # Plain mpirun, or horovodrun --mpi (which is mpirun underneath and marks nothing).
@@ -73,6 +75,7 @@ def detect_launcher(env: Optional[Mapping[str, str]] = None) -> LaunchInfo:
             size=_int(env, "OMPI_COMM_WORLD_SIZE"),
             local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
             controller="mpi",
+            local_size=_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"),
         )
     if "SLURM_STEP_NUM_TASKS" in env and (_int(env, "SLURM_STEP_NUM_TASKS") or 0) > 1:
         return LaunchInfo(
@@ -81,6 +84,7 @@ def detect_launcher(env: Optional[Mapping[str, str]] = None) -> LaunchInfo:
             size=_int(env, "SLURM_STEP_NUM_TASKS"),
             local_rank=_int(env, "SLURM_LOCALID"),
             controller="mpi",
+            local_size=_slurm_tasks_on_this_node(env),
         )
     if "PMIX_RANK" in env or "PMI_RANK" in env:
         return LaunchInfo(
@@ -89,5 +93,22 @@ def detect_launcher(env: Optional[Mapping[str, str]] = None) -> LaunchInfo:
             size=_int(env, "PMI_SIZE", "MPI_LOCALNRANKS"),
             local_rank=_int(env, "MPI_LOCALRANKID", "PALS_LOCAL_RANKID"),
             controller="mpi",
+            local_size=_int(env, "MPI_LOCALNRANKS", "PALS_LOCAL_SIZE"),
         )
-    return LaunchInfo(NONE, rank=0, size=1, local_rank=0)
+    return LaunchInfo(NONE, rank=0, size=1, local_rank=0, local_size=1)
+
+
+def _slurm_tasks_on_this_node(env: Mapping[str, str]) -> Optional[int]:
+    """This node's entry of SLURM_STEP_TASKS_PER_NODE ("2(x3),1": two tasks on each of the first
+    three nodes, one on the fourth), found by SLURM_NODEID."""
+    spec, node = env.get("SLURM_STEP_TASKS_PER_NODE", ""), _int(env, "SLURM_NODEID")
+    if not spec or node is None:
+        return None
+    counts = []
+    for part in spec.split(","):
+        tasks, _, repeat = part.partition("(x")
+        try:
+            counts += [int(tasks)] * (int(repeat.rstrip(")")) if repeat else 1)
+        except ValueError:
+            return None
+    return counts[node] if 0 <= node < len(counts) else None

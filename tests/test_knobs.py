@@ -1,0 +1,166 @@
+"""Horovod's knobs: what the trainer chooses from the host it sees, what the config and the
+environment override, and a timeline written under a real horovodrun -np 2 (Gloo and MPI)."""
+import json
+import os
+
+import pytest
+
+from conftest import launcher_command, require_horovod, run_job
+
+from hvd_trainer.config import DistributedConfig, HorovodConfig
+from hvd_trainer.distributed.knobs import CONFIG, DEFAULT, ENVIRONMENT, TRAINER, choose_knobs
+from hvd_trainer.distributed.launcher import detect_launcher
+from hvd_trainer.errors import ConfigError
+from hvd_trainer.examples import example_config_path, write_example_dataset
+
+
+def cpu_knobs(local_size=2, cores=2, controller="mpi", config=None, environ=None, pinned=False):
+    return choose_knobs(local_size, cores, controller, gpu=False, config=config, environ=environ or {},
+                        pinned=pinned)
+
+
+# ---- what the trainer chooses ------------------------------------------------------------
+def test_two_cpu_ranks_on_two_cores_get_a_short_cycle_mpi_yield_and_one_thread_each():
+    knobs = cpu_knobs()
+    assert knobs.environment() == {"HOROVOD_CYCLE_TIME": "0.1", "OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert knobs.threads_to_set() == 1
+    assert knobs.cycle_time.source == TRAINER and "1 ms" in knobs.cycle_time.reason
+    assert "2 rank(s) on this host, 2 core(s)" in knobs.yield_when_idle.reason
+
+
+def test_ranks_with_cores_of_their_own_keep_mpis_busy_polling():
+    knobs = cpu_knobs(local_size=2, cores=16)
+    assert knobs.yield_when_idle.value is None and knobs.yield_when_idle.source == DEFAULT
+    assert knobs.threads_to_set() == 8
+
+
+def test_a_pinned_rank_counts_only_its_own_cores():
+    knobs = cpu_knobs(local_size=4, cores=4, pinned=True)
+    assert knobs.threads_to_set() == 4
+    assert knobs.yield_when_idle.value is None
+    assert "pinned" in knobs.torch_threads.reason
+
+
+def test_a_gloo_job_leaves_open_mpis_setting_and_horovods_cycle_time_alone():
+    knobs = cpu_knobs(controller="gloo")
+    assert knobs.cycle_time.value is None and "Gloo" in knobs.cycle_time.reason
+    assert "OMPI_MCA_mpi_yield_when_idle" not in knobs.environment()
+    assert "not an MPI job" in knobs.yield_when_idle.reason
+    assert "HOROVOD_CYCLE_TIME" not in knobs.environment()
+
+
+def test_gpu_ranks_keep_horovods_cycle_time_and_torchs_threads():
+    knobs = choose_knobs(8, 64, "mpi", gpu=True, environ={})
+    assert knobs.environment() == {}
+    assert knobs.threads_to_set() is None
+    assert "GPU" in knobs.cycle_time.reason
+
+
+def test_the_fusion_threshold_is_horovods_default_on_every_host():
+    assert cpu_knobs().fusion_threshold == choose_knobs(8, 96, "gloo", gpu=True, environ={}).fusion_threshold
+    assert cpu_knobs().fusion_threshold.value is None
+
+
+# ---- overrides -----------------------------------------------------------------------------
+def test_the_config_overrides_the_trainers_choice():
+    config = HorovodConfig(cycle_time_ms=2.5, fusion_threshold_mb=32, yield_when_idle=False, torch_threads=3)
+    knobs = cpu_knobs(config=config)
+    assert knobs.environment() == {"HOROVOD_CYCLE_TIME": "2.5", "HOROVOD_FUSION_THRESHOLD": str(32 * 1024 * 1024),
+                                   "OMPI_MCA_mpi_yield_when_idle": "0"}
+    assert knobs.threads_to_set() == 3
+    assert knobs.cycle_time.source == CONFIG and "distributed.horovod.cycle_time_ms" in knobs.cycle_time.reason
+
+
+def test_the_environment_wins_over_the_config_and_is_not_exported_again():
+    environ = {"HOROVOD_CYCLE_TIME": "5", "OMPI_MCA_mpi_yield_when_idle": "0", "OMP_NUM_THREADS": "2"}
+    knobs = cpu_knobs(config=HorovodConfig(cycle_time_ms=0.5, torch_threads=1), environ=environ)
+    assert knobs.cycle_time.value == "5" and knobs.cycle_time.source == ENVIRONMENT
+    assert knobs.yield_when_idle.value == "0"
+    assert knobs.environment() == {}
+    assert knobs.threads_to_set() is None  # torch read OMP_NUM_THREADS itself
+
+
+def test_autotune_leaves_cycle_time_and_fusion_to_the_tuner(tmp_path):
+    log = tmp_path / "autotune.csv"
+    knobs = cpu_knobs(config=HorovodConfig(autotune=True, autotune_log=str(log)))
+    env = knobs.environment()
+    # Horovod: a cycle time or fusion threshold given in the environment is fixed, not tuned.
+    assert "HOROVOD_CYCLE_TIME" not in env and "HOROVOD_FUSION_THRESHOLD" not in env
+    assert env["HOROVOD_AUTOTUNE"] == "1" and env["HOROVOD_AUTOTUNE_LOG"] == str(log)
+
+
+def test_a_relative_timeline_path_becomes_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    knobs = cpu_knobs(config=HorovodConfig(timeline="trace/timeline.json", timeline_mark_cycles=True))
+    assert knobs.environment()["HOROVOD_TIMELINE"] == str(tmp_path / "trace" / "timeline.json")
+    assert knobs.environment()["HOROVOD_TIMELINE_MARK_CYCLES"] == "1"
+
+
+def test_every_knob_says_its_value_source_and_reason():
+    lines = cpu_knobs().describe()
+    assert any(line.startswith("HOROVOD_CYCLE_TIME=0.1 [trainer] ") for line in lines)
+    assert any(line.startswith("HOROVOD_FUSION_THRESHOLD=(not set) [default] ") for line in lines)
+    assert any(line.startswith("torch.set_num_threads=1 [trainer] ") for line in lines)
+
+
+# ---- the config section --------------------------------------------------------------------
+@pytest.mark.parametrize("section, fragment", [
+    ({"cycle_time_ms": 0}, "distributed.horovod.cycle_time_ms is 0"),
+    ({"fusion_threshold_mb": -1}, "distributed.horovod.fusion_threshold_mb is -1"),
+    ({"cycle_time": 1}, "Did you mean 'cycle_time_ms'"),
+    ({"autotune": "yes"}, "distributed.horovod.autotune is 'yes'"),
+    ({"autotune_log": "tune.csv"}, "distributed.horovod.autotune is false"),
+    ({"timeline_mark_cycles": True}, "distributed.horovod.timeline is not set"),
+    ({"timeline": ""}, "distributed.horovod.timeline is an empty string"),
+])
+def test_a_bad_horovod_section_names_the_key(section, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        DistributedConfig.from_dict({"horovod": section})
+
+
+def test_the_horovod_section_defaults_to_the_trainers_choices():
+    assert DistributedConfig.from_dict(None).horovod == HorovodConfig()
+    assert DistributedConfig.from_dict({"horovod": {"cycle_time_ms": 0.5}}).horovod.cycle_time_ms == 0.5
+
+
+# ---- ranks per host, before init -----------------------------------------------------------
+@pytest.mark.parametrize("env, local_size", [
+    ({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "4", "HOROVOD_LOCAL_SIZE": "2"}, 2),
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, 4),
+    ({"SLURM_STEP_NUM_TASKS": "7", "SLURM_PROCID": "6", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "3"}, 1),
+    ({"SLURM_STEP_NUM_TASKS": "7", "SLURM_PROCID": "2", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "1"}, 2),
+    ({"PMI_RANK": "0", "PMI_SIZE": "2", "MPI_LOCALNRANKS": "2"}, 2),
+    ({}, 1),
+])
+def test_the_launcher_says_how_many_ranks_share_the_host(env, local_size):
+    assert detect_launcher(env).local_size == local_size
+
+
+# ---- a timeline under horovodrun -np 2 -------------------------------------------------------
+def load_trace(path):
+    """Horovod's timeline as chrome://tracing and Perfetto read it: a JSON array of events whose
+    closing bracket may be missing (Horovod appends events and may never close it)."""
+    with open(path) as fh:
+        text = fh.read().strip()
+    if not text.endswith("]"):
+        text = text.rstrip(",") + "]"
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("launcher", ["gloo", "horovodrun-mpi"])
+def test_a_timeline_from_the_config_is_written_and_opens_as_a_trace(launcher, tmp_path):
+    require_horovod()
+    data = write_example_dataset("digits", str(tmp_path / "digits.csv"))
+    timeline = tmp_path / "timeline.json"
+    r = run_job(launcher_command(launcher, 2) + [
+        "-m", "hvd_trainer", "train", "--config", example_config_path("digits"), "--dataset", data,
+        "--output-directory", str(tmp_path / "runs"), "--set", "trainer.epochs=1",
+        "--set", f"distributed.horovod.timeline={timeline}", "--set", "distributed.horovod.timeline_mark_cycles=true"],
+        timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:]
+    events = load_trace(timeline)
+    assert isinstance(events, list) and all(isinstance(e, dict) for e in events)
+    phases = {e.get("ph") for e in events}
+    assert "B" in phases and "E" in phases  # durations that the viewers draw
+    assert any("ALLREDUCE" in str(e.get("name", "")) for e in events)
+    assert os.path.getsize(timeline) > 0
