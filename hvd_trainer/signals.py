@@ -68,8 +68,9 @@ class StopSignals:
 
     def _on_preempt(self, signum, frame) -> None:
         self.requested = STOP_PREEMPT
-        logger.critical(f"\nReceived {signal.Signals(signum).name}: saving a checkpoint at the end of this "
-                        f"step, then exiting with code {EXIT_REQUEUE} so the job can be requeued.")
+        logger.critical(f"\nReceived {signal.Signals(signum).name}: stopping at the end of this step with a "
+                        f"checkpoint, then exiting with code {EXIT_REQUEUE} so the job can be requeued (with "
+                        f"skip_save_progress: no checkpoint, and code {EXIT_STOPPED_UNSAVED}, no requeue).")
 
 
 #: Stopped by SIGTERM/SIGUSR1 with skip_save_progress: no checkpoint, so a requeue would start over.
