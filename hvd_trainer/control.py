@@ -74,7 +74,8 @@ class Control:
         self.errors = DeferredErrors(distributed)
 
     def start(self) -> None:
-        """A train() call begins: agree at its first step, then `first_steps` later."""
+        """A train() call begins: agree at its first step, then `first_steps` later; no error carried over."""
+        self.errors.first = None
         self._spacing = self.first_steps
         self._next_step = self.optimizer_steps
         self._clock = None

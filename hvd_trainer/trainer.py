@@ -173,6 +173,7 @@ class Trainer(LudwigTrainerAPI):
                 session.close()
             self.callback(lambda c: c.on_trainer_train_teardown(self, session.progress_tracker, save_path,
                                                                 self.is_coordinator()), coordinator_only=False)
+            self.control.errors.check()  # a teardown hook that failed on one rank
         finally:
             self.control.signals.uninstall()
 
