@@ -16,6 +16,7 @@ import sys
 import torch
 
 from hvd_trainer.checkpoint import CheckpointManager, load_checkpoint_file
+from hvd_trainer.coordinator import run_on_coordinator
 from hvd_trainer.distributed.base import DistributedStrategy
 from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.progress import ProgressTracker
@@ -58,10 +59,7 @@ class Checkpointer:
 
         Rank 0 creates the model directory first; if it cannot, every rank raises the same error.
         """
-        if distributed.is_coordinator():
-            with errors:
-                make_run_directory(layout.model_dir)
-        errors.check()
+        run_on_coordinator(distributed, "hvd_trainer.make_run_directory", lambda: make_run_directory(layout.model_dir))
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         handle = distributed.create_checkpoint_handle(model, optimizer, scheduler, scaler=scaler)
         manager = CheckpointManager(handle, layout.checkpoints_dir, distributed, background=background)
@@ -92,26 +90,22 @@ class Checkpointer:
         """After training, every rank continues with the best model (rank 0's copy, broadcast)."""
         if self.skip_save_model:
             return
-        found = self._load_best_on_coordinator(model) if self.distributed.is_coordinator() else None
-        found = self.distributed.broadcast_object(found, name="hvd_trainer.best_loaded")
-        if found["error"]:
-            raise CheckpointError(found["error"])
-        if found["exists"]:
+        if run_on_coordinator(self.distributed, "hvd_trainer.best_loaded", lambda: self._load_best_on_coordinator(model)):
             self.distributed.sync_model(model)
 
-    def _load_best_on_coordinator(self, model: torch.nn.Module) -> dict:
+    def _load_best_on_coordinator(self, model: torch.nn.Module) -> bool:
+        """Rank 0: best.ckpt into the model; False when there is none, a CheckpointError when it is broken."""
+        self.manager.wait()  # best.ckpt may still be in the background writer's queue
         path = self.manager.best_path
         if not os.path.exists(path):
-            return {"exists": False, "error": None}
+            return False
+        state = load_checkpoint_file(path, "cpu")
         try:
-            state = load_checkpoint_file(path, "cpu")
             model.load_state_dict(state["model"])
-        except CheckpointError as e:
-            return {"exists": True, "error": str(e)}
         except (RuntimeError, KeyError) as e:
-            return {"exists": True, "error": f"The best checkpoint {path} does not fit this model ({e}); the model "
-                                              "config must be the one it was trained with."}
-        return {"exists": True, "error": None}
+            raise CheckpointError(f"The best checkpoint {path} does not fit this model ({e}); the model config must "
+                                  "be the one it was trained with.") from e
+        return True
 
     def finish(self) -> None:
         """Every checkpoint on disk; a write that failed on rank 0 becomes every rank's error (one collective)."""
