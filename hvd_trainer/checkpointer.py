@@ -50,6 +50,9 @@ class Checkpointer:
         self.weights_path = layout.weights
         self.skip_save_model = skip_save_model
         self.skip_save_progress = skip_save_progress
+        #: Whether latest.ckpt holds this run (resumed from, or saved since): known alike on every rank,
+        #: unlike the file, which only rank 0's disk needs to have.
+        self.has_latest = False
 
     @classmethod
     def for_run(cls, layout: RunLayout, distributed: DistributedStrategy, errors: DeferredErrors,
@@ -75,6 +78,7 @@ class Checkpointer:
             self.manager.save(progress=pt.to_dict())
             if self.distributed.is_coordinator():
                 self.manager.save_text(self.progress_path, pt.to_json())
+        self.has_latest = True
 
     def save_best(self, pt: ProgressTracker, model: torch.nn.Module) -> bool:
         """best.ckpt and model_weights; False when skip_save_model leaves nothing saved."""
@@ -90,21 +94,17 @@ class Checkpointer:
         """After training, every rank continues with the best model (rank 0's copy, broadcast)."""
         if self.skip_save_model:
             return
-        if run_on_coordinator(self.distributed, "hvd_trainer.best_loaded", lambda: self._load_best_on_coordinator(model)):
+        if run_on_coordinator(self.distributed, "hvd_trainer.best_loaded", self._load_best_on_coordinator):
             self.distributed.sync_model(model)
 
-    def _load_best_on_coordinator(self, model: torch.nn.Module) -> bool:
+    def _load_best_on_coordinator(self) -> bool:
         """Rank 0: best.ckpt into the model; False when there is none, a CheckpointError when it is broken."""
         self.manager.wait()  # best.ckpt may still be in the background writer's queue
         path = self.manager.best_path
         if not os.path.exists(path):
             return False
-        state = load_checkpoint_file(path, "cpu")
-        try:
-            model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as e:
-            raise CheckpointError(f"The best checkpoint {path} does not fit this model ({e}); the model config must "
-                                  "be the one it was trained with.") from e
+        # The handle's model is `model`: only the weights are restored, not the optimizer of that step.
+        self.manager.checkpoint.apply(load_checkpoint_file(path, "cpu"), path, load_optimizer=False)
         return True
 
     def finish(self) -> None:
@@ -126,7 +126,6 @@ class Checkpointer:
 
     def last_good_hint(self) -> str:
         """A sentence for error messages: where the run can be resumed from."""
-        latest = self.manager.latest_path
-        if os.path.exists(latest):
-            return f" The last good checkpoint is {latest}; --resume continues from it."
+        if self.has_latest:
+            return f" The last good checkpoint is {self.manager.latest_path}; --resume continues from it."
         return " No checkpoint had been saved yet."

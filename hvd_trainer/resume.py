@@ -15,12 +15,12 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hvd_trainer.checkpoint import CheckpointManager, set_rng_state
 from hvd_trainer.config import TrainerConfig
+from hvd_trainer.coordinator import run_on_coordinator
 from hvd_trainer.distributed.base import DistributedStrategy
-from hvd_trainer.errors import CheckpointError
 from hvd_trainer.progress import ProgressTracker
 from hvd_trainer.run_layout import LATEST_CHECKPOINT
 from hvd_trainer.schedule import Schedule
@@ -56,12 +56,10 @@ def resume(manager: CheckpointManager, progress_path: str, distributed: Distribu
     at the same step, but only the checkpoint is guaranteed to match the weights if the process
     died between the two writes.
     """
-    found = _load_on_coordinator(manager, progress_path, scheduler) if distributed.is_coordinator() else None
-    found = distributed.broadcast_object(found, name="hvd_trainer.resume")
+    found = run_on_coordinator(distributed, "hvd_trainer.resume",
+                               lambda: _load_on_coordinator(manager, progress_path, scheduler))
     if found is None:
         return None
-    if "error" in found:
-        raise CheckpointError(found["error"])
     # Horovod: rank 0 loaded the weights and optimizer state; every rank continues from them.
     distributed.sync_model(model)
     distributed.sync_optimizer(optimizer)
@@ -75,14 +73,11 @@ def resume(manager: CheckpointManager, progress_path: str, distributed: Distribu
 
 
 def _load_on_coordinator(manager: CheckpointManager, progress_path: str, scheduler) -> Optional[Dict[str, Any]]:
-    """Rank 0: load latest.ckpt into the model, optimizer and scheduler; what the others need, or an error."""
+    """Rank 0: load latest.ckpt into the model, optimizer and scheduler; what the others need (a broken or
+    mismatched checkpoint raises CheckpointError, which run_on_coordinator raises on every rank)."""
     if not resume_files_exist(progress_path, manager.directory):
         return None
-    try:
-        state = manager.read_latest()
-        meta = manager.checkpoint.apply(state, manager.latest_path)
-    except CheckpointError as e:
-        return {"error": str(e)}
+    meta = manager.checkpoint.apply(manager.read_latest(), manager.latest_path)
     return {"tracker": meta.get("progress"), "scheduler": scheduler.state_dict(), "rng": meta.get("rng_states"),
             "extra": manager.checkpoint.extra_state_dicts()}
 
@@ -100,12 +95,13 @@ def remap(progress: ProgressTracker, old_size: int, new_size: int, batches_per_e
 
 
 def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler, config: TrainerConfig,
-                     batches_per_epoch: int, distributed: DistributedStrategy, base_lr: float) -> ProgressTracker:
+                     batches_per_epoch: int, distributed: DistributedStrategy,
+                     base_lr: float) -> Tuple[ProgressTracker, Schedule]:
     """Size the LR schedule for the run; a resumed run gets its scheduler and RNG states back.
 
     At another world size than the run that wrote the checkpoint, the data is re-sharded: the
     epoch position is re-mapped by samples seen (`remap`) and the LR re-scaled to `base_lr`.
-    Returns the tracker to continue with.
+    Returns the tracker to continue with and the run's schedule.
     """
     size = distributed.size()
     resized = resumed is not None and pt.world_size != size
@@ -125,4 +121,4 @@ def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler,
             scheduler.reset(schedule.steps_per_evaluation, schedule.total_steps)
         elif resumed.rng_states is not None and len(resumed.rng_states) == size:
             set_rng_state(resumed.rng_states[distributed.rank()])
-    return pt
+    return pt, schedule

@@ -192,15 +192,15 @@ class Trainer(LudwigTrainerAPI):
                                             self.skip_save_progress)
         resumed = resume(checkpointer.manager, checkpointer.progress_path, self.distributed, self.model,
                          self.optimizer, self.scheduler) if self.resume else None
+        checkpointer.has_latest = resumed is not None
         pt = self._choose_batch_sizes(training_set, resumed)
         batcher = training_set.initialize_batcher(pt.batch_size, self.config.should_shuffle, self.random_seed,
                                                   self.distributed, training=True)
         if batcher.steps_per_epoch == 0:
             raise DataError(f"The training set {training_set.name} is empty, so there is nothing to train on. "
                             "Check the dataset path and the split configuration.")
-        pt = restore_schedule(resumed, pt, self.scheduler, self.config, batcher.steps_per_epoch, self.distributed,
-                              self.base_learning_rate)
-        schedule = Schedule.of(self.config, batcher.steps_per_epoch, pt)
+        pt, schedule = restore_schedule(resumed, pt, self.scheduler, self.config, batcher.steps_per_epoch,
+                                        self.distributed, self.base_learning_rate)
         if resumed:
             self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
         else:
