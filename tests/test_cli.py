@@ -185,6 +185,20 @@ def test_weights_that_do_not_fit_end_every_rank_with_one_error_and_exit_code_2(p
     assert "[1]<stderr>:hvd_trainer: error: The model weights" in r.stdout, r.stdout[-4000:]
     assert "do not fit the model" in r.stdout and "]<stderr>:Traceback" not in r.stdout  # horovodrun has its own
 
+def test_tune_batch_size_reads_a_config_that_only_rank_0_has(tmp_path, digits_csv):
+    import yaml
+
+    private = tmp_path / "private"
+    private.mkdir()
+    config = yaml.safe_load(open(example_config_path("digits")))
+    config["trainer"].update(batch_size="auto", max_batch_size=128)
+    (private / "config.yaml").write_text(yaml.safe_dump(config))
+    r = hvd_rank_1_sees_nothing(private, "tune-batch-size", "--config", str(private / "config.yaml"),
+                                "--dataset", digits_csv, timeout=240)
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert "Best batch size per rank:" in r.stdout and "over 2 rank(s)" in r.stdout, r.stdout[-4000:]
+
+
 BAD = [
     (["train"], "needs --config"),
     (["train", "--config", "/nonexistent.yaml", "--dataset", "x.csv"], "does not exist"),
