@@ -353,3 +353,8 @@ def test_the_breast_cancer_tabnet_example_learns_at_np2_and_its_saved_model_scor
     evaluated = json.load(open(tmp_path / "eval" / "evaluation_statistics.json"))["diagnosis"]
     assert evaluated["loss"] == pytest.approx(reported["loss"], abs=1e-6)
     assert evaluated["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-9)
+
+
+def test_nan_scores_give_nan_masks_for_the_trainers_nan_check_not_an_index_error():
+    z = torch.tensor([[float("nan"), 1.0, 2.0]])
+    assert torch.isnan(sparsemax(z)).all() and torch.isnan(entmax15(z)).all()

@@ -32,7 +32,9 @@ class _Sparsemax(torch.autograd.Function):
         cumulative = ordered.cumsum(dim) - 1
         ranks = _ranks(z, dim)
         # The k-th largest entry is in the support while it exceeds the mean of the k largest minus 1/k.
-        support = (ranks * ordered > cumulative).sum(dim=dim, keepdim=True)
+        # At least 1 (the largest entry always qualifies); the clamp only matters for NaN scores, which
+        # then come out as NaN for the trainer's NaN check instead of as an index error.
+        support = (ranks * ordered > cumulative).sum(dim=dim, keepdim=True).clamp(min=1)
         tau = cumulative.gather(dim, support - 1) / support.to(z.dtype)
         out = torch.clamp(z - tau, min=0)
         ctx.dim = dim
@@ -62,7 +64,7 @@ class _Entmax15(torch.autograd.Function):
         # below the mean is tau_k. The support is the largest k whose tau_k is below its k-th entry.
         spread = ranks * (mean_sq - mean * mean)
         tau_k = mean - torch.sqrt(torch.clamp((1 - spread) / ranks, min=0))
-        support = (tau_k <= ordered).sum(dim=dim, keepdim=True)
+        support = (tau_k <= ordered).sum(dim=dim, keepdim=True).clamp(min=1)
         tau = tau_k.gather(dim, support - 1)
         out = torch.clamp(z - tau, min=0) ** 2
         ctx.dim = dim
