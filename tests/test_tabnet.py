@@ -15,7 +15,7 @@ from hvd_trainer.models.sparse_attention import entmax15, sparsemax
 from hvd_trainer.models.tabnet import TabNetCombiner
 from hvd_trainer.tabnet_config import TabNetCombinerConfig
 
-#: Ludwig's examples/tabnet/higgs/small_config.yaml, byte for byte (ludwig-ai/ludwig, master).
+#: Ludwig's examples/tabnet/higgs/small_config.yaml, byte for byte (ludwig-ai/ludwig at 5d19f3e63).
 HIGGS_SMALL_CONFIG = """input_features:
   - name: lepton_pT
     type: number
@@ -358,3 +358,20 @@ def test_the_breast_cancer_tabnet_example_learns_at_np2_and_its_saved_model_scor
 def test_nan_scores_give_nan_masks_for_the_trainers_nan_check_not_an_index_error():
     z = torch.tensor([[float("nan"), 1.0, 2.0]])
     assert torch.isnan(sparsemax(z)).all() and torch.isnan(entmax15(z)).all()
+
+
+def test_under_mpirun_too_the_ranks_hold_one_model_and_ghost_statistics_are_averaged(tmp_path):
+    from hvd_trainer.examples import example_config_path, write_example_dataset
+
+    require_horovod()
+    data = write_example_dataset("breast_cancer_tabnet", str(tmp_path / "breast_cancer.csv"))
+    r = run_job(launcher_command("mpirun", 2) + [
+        f"{WORKERS}/tabnet_checks.py", str(tmp_path), "train", "--config", example_config_path("breast_cancer_tabnet"),
+        "--dataset", data, "--output-directory", str(tmp_path / "results"), "--set", "trainer.epochs=3"], timeout=240)
+    assert r.returncode == 0, r.stdout[-5000:]
+    ranks = [json.load(open(tmp_path / f"rank{i}.json")) for i in (0, 1)]
+    assert ranks[0]["ghost_norms"] == 4 * 4 + 3
+    assert ranks[0]["state"] == ranks[1]["state"]
+    assert ranks[0]["diverged"] != ranks[1]["diverged"]
+    assert np.allclose(ranks[0]["averaged"], (np.array(ranks[0]["diverged"]) + ranks[1]["diverged"]) / 2, atol=1e-6)
+    assert ranks[0]["averaged"] == ranks[1]["averaged"]
