@@ -8,10 +8,13 @@ and the checks that apply both.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.features.base import ANY
+
+logger = logging.getLogger(__name__)
 
 #: Feature types Ludwig has and hvd_trainer does not implement.
 LUDWIG_OTHER_FEATURE_TYPES = ("text", "sequence", "set", "bag", "vector", "image", "audio", "date", "h3",
@@ -41,10 +44,15 @@ NOOP_KEYS: Dict[str, Dict[str, Any]] = {
                       "global_max_sequence_length": (None,), "force_split": (False,), "stratify": (None,)},
 }
 
+#: {section: {key Ludwig's schema lets through and never reads: what to use instead}}; accepted with a warning.
+IGNORED_KEYS: Dict[str, Dict[str, str]] = {
+    "output_feature": {"weight_regularization": "trainer.regularization_type and trainer.regularization_lambda"},
+}
+
 #: {dotted key: values Ludwig accepts that hvd_trainer refuses}
 LUDWIG_ONLY_VALUES: Dict[str, Tuple[str, ...]] = {
     "preprocessing.missing_value_strategy": ("bfill", "ffill"),
-    "combiner.type": ("sequence_concat", "sequence", "tabnet", "comparator", "transformer", "tabtransformer",
+    "combiner.type": ("sequence_concat", "sequence", "comparator", "transformer", "tabtransformer",
                       "project_aggregate"),
     "split.type": ("stratify", "datetime", "hash"),
 }
@@ -78,6 +86,16 @@ def drop_noop_keys(data: Mapping[str, Any], path: str, table: Mapping[str, Any])
             continue
         shown = " or ".join("null" if a is None else repr(a) for a in accepted)
         raise not_supported(f"{path}.{key}", value, f"Only {shown} (which changes nothing) is accepted for it.")
+    return out
+
+
+def drop_ignored_keys(data: Mapping[str, Any], path: str, table: Mapping[str, str]) -> Dict[str, Any]:
+    """Copy of `data` without the keys of `table`, each dropped with one warning naming what to use instead."""
+    out = dict(data)
+    for key, instead in table.items():
+        if key in out:
+            value = out.pop(key)
+            logger.warning("%s.%s (%r) is ignored, as Ludwig ignores it; use %s instead.", path, key, value, instead)
     return out
 
 

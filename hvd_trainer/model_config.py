@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from hvd_trainer.config_schema import did_you_mean, from_dict, to_dict
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.features import FEATURE_TYPES, FeatureType, feature_type
 from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
-from hvd_trainer.ludwig_compat import (LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS, check_ludwig_value,
-                                       drop_noop_keys, not_supported, unsupported_section)
+from hvd_trainer.ludwig_compat import (IGNORED_KEYS, LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS,
+                                       check_ludwig_value, drop_ignored_keys, drop_noop_keys, not_supported,
+                                       unsupported_section)
+from hvd_trainer.tabnet_config import TabNetCombinerConfig, tabnet_config
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ NORMS = ("batch", "layer")
 OTHER_TOP_LEVEL_KEYS = ("trainer", "distributed", "model_type", "ludwig_version", "backend")
 MODEL_KEYS = ("input_features", "output_features", "combiner", "preprocessing")
 RESERVED_PREFIX = "__"
+COMBINER_TYPES = ("concat", "tabnet")
 
 
 # ---- combiner and global preprocessing -------------------------------------------------------------
@@ -50,7 +53,8 @@ class FCLayerConfig:
 
 @dataclass
 class CombinerConfig:
-    type: str = config_field("concat", "Only concat is implemented.", choices=("concat",))
+    type: str = config_field("concat", "concat (this section) or tabnet (TabNetCombinerConfig).",
+                             choices=COMBINER_TYPES)
     num_fc_layers: int = config_field(0, "Fully connected layers after the concatenation (fc_layers overrides).",
                                       min=0)
     output_size: int = config_field(256, "Width of each fully connected layer.", min=1)
@@ -120,7 +124,7 @@ class ModelConfig:
 
     input_features: List[FeatureConfig]
     output_features: List[OutputFeatureConfig]
-    combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    combiner: Union[CombinerConfig, TabNetCombinerConfig] = field(default_factory=CombinerConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 
     @classmethod
@@ -212,6 +216,7 @@ def _feature(item: Any, path: str, kind: str) -> FeatureConfig:
             f"Use one of: {types}."
         )
     spec = feature_type(ftype)
+    data = drop_ignored_keys(data, path, IGNORED_KEYS.get(f"{kind}_feature", {}))
     data = _feature_sections(drop_noop_keys(data, path, NOOP_KEYS[f"{kind}_feature"]), path, kind, spec)
     try:
         return from_dict(spec.input_config if kind == "input" else spec.output_config, data, path)
@@ -284,9 +289,11 @@ def _check_names(inputs: List[FeatureConfig], outputs: List[FeatureConfig]) -> N
             seen[f.name] = kind
 
 
-def _combiner(raw: Any) -> CombinerConfig:
+def _combiner(raw: Any) -> Union[CombinerConfig, TabNetCombinerConfig]:
     data = drop_noop_keys(_mapping(raw, "combiner"), "combiner", NOOP_KEYS["combiner"])
-    check_ludwig_value(LUDWIG_ONLY_VALUES["combiner.type"], "combiner.type", data.get("type"), ("concat",))
+    check_ludwig_value(LUDWIG_ONLY_VALUES["combiner.type"], "combiner.type", data.get("type"), COMBINER_TYPES)
+    if data.get("type") == "tabnet":
+        return tabnet_config(data)
     if isinstance(data.get("fc_layers"), list):
         data["fc_layers"] = [
             drop_noop_keys(_mapping(l, f"combiner.fc_layers[{i}]"), f"combiner.fc_layers[{i}]", NOOP_KEYS["fc_layer"])

@@ -3,6 +3,7 @@
     digits         64 number features pixel_0..pixel_63 -> category `label` (10 classes)
     breast_cancer  30 number features                   -> binary `diagnosis` (malignant/benign)
     diabetes       10 number features                   -> number `target`
+    breast_cancer_tabnet  the breast_cancer data through the tabnet combiner
 
 The data ships with scikit-learn, so nothing is downloaded.
 """
@@ -13,7 +14,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-EXAMPLES = ("digits", "breast_cancer", "diabetes")
+EXAMPLES = ("digits", "breast_cancer", "diabetes", "breast_cancer_tabnet")
+#: Examples that reuse another example's data: {example: the dataset it trains on}.
+DATASET_OF = {"breast_cancer_tabnet": "breast_cancer"}
 
 
 def example_config_path(name: str) -> str:
@@ -59,7 +62,7 @@ def write_example_dataset(name: str, path: str) -> str:
     import pyarrow as pa
 
     _check_name(name)
-    order, columns = _columns(name)
+    order, columns = _columns(DATASET_OF.get(name, name))
     table = pa.table({n: columns[n] for n in order})
     path = str(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,6 +1,6 @@
 """FeatureModel: the config-driven model (Ludwig's ECD) of number, category and binary features.
 
-    encoders (one per input) -> concat combiner -> decoders (one Linear per output)
+    encoders (one per input) -> combiner (concat or tabnet) -> decoders (one Linear per output)
 
 Encoders, losses, predictions and metrics come from each feature's type in hvd_trainer.features.
 Build it with `build_model(model_config, metadata)`; the metadata (vocabulary sizes) comes from
@@ -19,8 +19,8 @@ from torch import nn
 from hvd_trainer.features import check_metadata_matches, feature_type
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature, ScalarInput
 from hvd_trainer.model_config import CombinerConfig, ModelConfig
-from hvd_trainer.models.base import BaseModel, to_device
-from hvd_trainer.models.combiner import ConcatCombiner
+from hvd_trainer.models.base import AUXILIARY_LOSS, BaseModel, to_device
+from hvd_trainer.models.combiner import build_combiner
 
 
 #: Key of the [batch, k] block that carries all number and binary inputs at once.
@@ -42,7 +42,9 @@ class FeatureModel(BaseModel):
         self._output_keys = {f.name: module_key(i, f.name) for i, f in enumerate(outputs)}
         self.encoders = nn.ModuleDict({self._input_keys[f.name]: f.build_encoder() for _, f in others})
         sizes = ([len(self._dense_names)] if self._dense_names else []) + [e.output_size for e in self.encoders.values()]
-        self.combiner = ConcatCombiner(sizes, combiner)
+        self.combiner = build_combiner(sizes, combiner)
+        # A combiner with a loss of its own (tabnet's sparsity) returns (hidden, loss).
+        self._combiner_loss = getattr(self.combiner, "returns_loss", False)
         self.decoders = nn.ModuleDict(
             {self._output_keys[f.name]: nn.Linear(self.combiner.output_size, f.output_size) for f in outputs}
         )
@@ -74,6 +76,10 @@ class FeatureModel(BaseModel):
         encodings += [self.encoders[key](inputs[name]) for name, key in self._input_keys.items()]
         hidden = self.combiner(encodings)
         logits = {}
+        if self._combiner_loss:
+            hidden, loss = hidden
+            if loss is not None:  # None in evaluation, or with a loss weight of 0
+                logits[AUXILIARY_LOSS] = loss
         for name, key in self._output_keys.items():
             out = self.decoders[key](hidden)
             # number and binary outputs are one value per sample: [batch], as their targets.
