@@ -1,6 +1,6 @@
 """The command line's flags, and the typed options each subcommand receives.
 
-    python -m hvd_trainer [--log-level L] [train|evaluate|predict|tune-batch-size|visualize|doctor] ...
+    python -m hvd_trainer [--log-level L] [train|evaluate|predict|export|tune-batch-size|visualize|doctor] ...
 
 `parse_run_options(argv)` returns a RunOptions whose `command` is one frozen dataclass per
 subcommand (ExampleOptions when none is given). The commands read these fields and never see
@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple, Type, TypeVar, Union
 SPLITS = ("training", "validation", "test")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STRATEGIES = ("auto", "horovod", "local")
+EXPORT_FORMATS = ("torchscript", "onnx")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,16 @@ class PredictOptions:
 
 
 @dataclass(frozen=True)
+class ExportOptions:
+    """`export`: a trained model as a TorchScript or ONNX file (with its signature beside it)."""
+
+    model_path: str
+    format: str
+    output: Optional[str] = None
+    """The model file (None: <run>/exported/model.pt or model.onnx)."""
+
+
+@dataclass(frozen=True)
 class TuneBatchSizeOptions:
     """`tune-batch-size`: the per-rank batch size with the best throughput."""
 
@@ -96,8 +107,8 @@ class ExampleOptions:
     """No subcommand: train the built-in digits example into ./results."""
 
 
-CommandOptions = Union[TrainOptions, EvaluateOptions, PredictOptions, TuneBatchSizeOptions, VisualizeOptions,
-                       DoctorOptions, ExampleOptions]
+CommandOptions = Union[TrainOptions, EvaluateOptions, PredictOptions, ExportOptions, TuneBatchSizeOptions,
+                       VisualizeOptions, DoctorOptions, ExampleOptions]
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ class RunOptions:
 
 
 # Subcommand name -> its options class (the name is also argparse's `dest="command"` value).
-COMMANDS = {"train": TrainOptions, "evaluate": EvaluateOptions, "predict": PredictOptions,
+COMMANDS = {"train": TrainOptions, "evaluate": EvaluateOptions, "predict": PredictOptions, "export": ExportOptions,
             "tune-batch-size": TuneBatchSizeOptions, "visualize": VisualizeOptions, "doctor": DoctorOptions}
 
 
@@ -143,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_tune_batch_size(sub)
     _add_visualize(sub)
     return parser
@@ -197,6 +209,15 @@ def _add_predict(sub) -> None:
     predict.add_argument("--dataset", required=True)
     predict.add_argument("--output-directory", required=True)
     predict.add_argument("--batch-size", type=int, default=PredictOptions.batch_size)
+
+
+def _add_export(sub) -> None:
+    export = sub.add_parser("export", help="A trained model as one TorchScript or ONNX file, preprocessing included.")
+    export.add_argument("--model-path", required=True, help="A run directory or its model/ directory.")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="torchscript (torch.jit.load) or onnx (onnxruntime; needs hvd_trainer[export]).")
+    export.add_argument("--output", help="The model file (default: RUN/exported/model.pt or model.onnx); its "
+                                         "signature goes beside it as <file>.signature.json.")
 
 
 def _add_tune_batch_size(sub) -> None:
