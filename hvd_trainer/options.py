@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Type, TypeVar, Union
 
@@ -40,6 +41,15 @@ class TrainOptions:
     random_seed: int = 42
     overrides: Tuple[str, ...] = ()
     """`--set a.b=c` assignments, applied in order over the config file."""
+    mlflow_tracking_uri: Optional[str] = None
+    """Log the run to MLflow there (the same as --set trainer.mlflow.tracking_uri=URI)."""
+
+    def all_overrides(self) -> Tuple[str, ...]:
+        """--set assignments, then what other flags set in the config (as if given with --set after them)."""
+        if self.mlflow_tracking_uri is None:
+            return self.overrides
+        # JSON is YAML: the URI stays one string whatever it holds (':', '#', spaces).
+        return self.overrides + (f"trainer.mlflow.tracking_uri={json.dumps(self.mlflow_tracking_uri)}",)
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,9 @@ def _add_train(sub) -> None:
     train.add_argument("--random-seed", type=int, default=TrainOptions.random_seed)
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="Override a config value, e.g. --set trainer.epochs=3 (repeatable).")
+    train.add_argument("--mlflow-tracking-uri", metavar="URI",
+                       help="Log params, metrics and the model to MLflow at URI (file:./mlruns, http://host:5000) "
+                            "from rank 0; the same as --set trainer.mlflow.tracking_uri=URI. Needs hvd_trainer[mlflow].")
 
 
 def _add_evaluate(sub) -> None:

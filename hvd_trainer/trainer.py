@@ -32,6 +32,7 @@ from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.features import higher_is_better
 from hvd_trainer.metric_checks import check_metric_references
 from hvd_trainer.metrics import LOSS
+from hvd_trainer.mlflow_callback import configured_callbacks
 from hvd_trainer.optimizers import create_optimizer
 from hvd_trainer.plateau import increase_batch_size_on_plateau
 from hvd_trainer.progress import ProgressTracker
@@ -82,7 +83,7 @@ class Trainer(LudwigTrainerAPI):
         if kwargs:
             raise TypeError(f"Trainer got unexpected arguments: {', '.join(sorted(kwargs))}.")
         self.config = config if isinstance(config, TrainerConfig) else TrainerConfig.from_dict(config)
-        self.resume, self.random_seed, self.callbacks = resume, random_seed, list(callbacks or [])
+        self.resume, self.random_seed, self.callbacks = resume, random_seed, [*(callbacks or []), *configured_callbacks(self.config)]
         self.skip_save_model, self.skip_save_progress, self.skip_save_log = skip_save_model, skip_save_progress, skip_save_log
 
         self.distributed = distributed or init_dist_strategy("auto")

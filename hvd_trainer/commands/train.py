@@ -56,7 +56,7 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> int:
-    strategy, plan = start_and_agree(options.overrides, "hvd_trainer.train_plan", lambda: plan_run(options),
+    strategy, plan = start_and_agree(options.all_overrides(), "hvd_trainer.train_plan", lambda: plan_run(options),
                                      lambda found: found.job.distributed)
     if plan.choice.directory is not None:
         layout = RunLayout(plan.choice.directory)
@@ -86,11 +86,11 @@ def choose_run_directory(options: TrainOptions) -> RunDirectoryChoice:
 
 def load_job(options: TrainOptions, choice: RunDirectoryChoice) -> JobConfig:
     if choice.resuming:
-        return JobConfig.for_resume(RunLayout(choice.directory), options.config, options.overrides)
+        return JobConfig.for_resume(RunLayout(choice.directory), options.config, options.all_overrides())
     if not options.config:
         raise ConfigError("train needs --config (a YAML file with input_features and output_features), "
                           "or --resume EXPERIMENT_DIR to continue a run.")
-    return JobConfig.load(options.config, options.overrides)
+    return JobConfig.load(options.config, options.all_overrides())
 
 
 def new_run_layout(options: TrainOptions, strategy: DistributedStrategy) -> RunLayout:
@@ -110,8 +110,11 @@ def train_and_save(job: JobConfig, options: TrainOptions, strategy: DistributedS
     saved_metadata: the metadata of the run in `layout` to resume (rank 0's, broadcast); None
     starts a new run.
     """
+    from hvd_trainer.mlflow_callback import require_mlflow
     from hvd_trainer.trainer import Trainer
 
+    if job.trainer.mlflow.tracking_uri:  # only rank 0 logs, so only its installed packages matter
+        run_on_coordinator(strategy, "hvd_trainer.mlflow_installed", require_mlflow)
     datasets, metadata, model = _data_and_model(job, options, strategy, saved_metadata)
     run_on_coordinator(strategy, "hvd_trainer.run_start",
                        lambda: _record_start(job, options, layout, strategy.size(), metadata))
