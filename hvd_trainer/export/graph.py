@@ -40,6 +40,7 @@ class ExportableModel(nn.Module):
         self.input_types: List[Tuple[str, str]] = list(input_types)
         self.metadata = {name: metadata[name] for name, _ in self.input_types}
         self.output_metadata = {name: metadata[name] for name in model.output_features}
+        self.eval()  # dropout off, BatchNorm on its running statistics, as predict runs the model
 
     @property
     def input_names(self) -> List[str]:
