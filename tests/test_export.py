@@ -132,3 +132,13 @@ def test_onnx_without_onnxruntime_is_refused_before_any_work(trained, tmp_path):
                  "export", "--model-path", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
     assert r.returncode == 2, r.stdout[-3000:]
     assert "onnxruntime" in r.stdout and "pip install" in r.stdout and not (tmp_path / "m.onnx").exists()
+
+
+def test_export_under_a_launcher_is_refused_on_every_rank(trained):
+    from conftest import launcher_command, require_horovod
+
+    require_horovod()
+    _, run, _, _ = trained
+    r = run_job(launcher_command("gloo", 2) + ["-m", "hvd_trainer", "export", "--model-path", str(run),
+                                               "--format", "torchscript"], timeout=120)
+    assert r.returncode != 0 and r.stdout.count("export writes one file from one process") == 2, r.stdout[-3000:]
