@@ -29,6 +29,12 @@ setup(
         "scikit-learn",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # `export --format onnx`: torch writes ONNX with `onnx`; the export is checked in onnxruntime.
+        "export": ["onnx", "onnxruntime"],
+        # trainer.mlflow / train --mlflow-tracking-uri (the client only; a server is not needed for file: stores).
+        "mlflow": ["mlflow-skinny"],
+        "test": ["pytest>=7", "pytest-timeout", "onnx", "onnxruntime", "mlflow-skinny"],
+    },
     entry_points={"console_scripts": ["hvd_trainer=hvd_trainer.cli:main"]},
 )
