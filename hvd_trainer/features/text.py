@@ -175,7 +175,8 @@ def token_matrix(values: np.ndarray, meta: Mapping[str, Any], name: str,
     out = np.full((len(values), length), meta["pad_idx"], dtype=np.int32)
     unseen_total = 0
     for row, text in enumerate(filled(values, p["computed_fill_value"])):
-        ids, unseen = token_ids(tokenize(text, p["tokenizer"], p["lowercase"]), str2idx, unknown)
+        tokens = tokenize(text, p["tokenizer"], p["lowercase"], meta["unknown_symbol"])
+        ids, unseen = token_ids(tokens, str2idx, unknown)
         unseen_total += unseen
         ids = ([str2idx[START]] + ids + [str2idx[STOP]])[:length]
         if p["padding"] == "right":
@@ -263,11 +264,22 @@ def _conv_specs(config: TextEncoderConfig) -> List[ConvLayerSpec]:
     return [ConvLayerSpec(filter_size=s) for s in DEFAULT_CONV_FILTER_SIZES]
 
 
+class SameConv1d(nn.Conv1d):
+    """A convolution whose output has the input's length (Ludwig's padding "same"), for any width.
+
+    Padded explicitly: torch's padding="same" warns on every even width (2 and 4 are defaults here).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.kernel_size[0]
+        return super().forward(nn.functional.pad(x, ((width - 1) // 2, width // 2)))
+
+
 def _conv_branch(in_channels: int, spec: ConvLayerSpec, config: TextEncoderConfig) -> nn.Sequential:
     """Conv1d ('same' padding) -> activation -> optional pooling, on [batch, channels, seq]."""
     filters = spec.num_filters or config.num_filters
     parts: List[nn.Module] = [
-        nn.Conv1d(in_channels, filters, spec.filter_size or config.filter_size, padding="same", bias=config.use_bias),
+        SameConv1d(in_channels, filters, spec.filter_size or config.filter_size, bias=config.use_bias),
         ACTIVATIONS[spec.activation or config.activation](),
     ]
     pool = spec.pool_size or config.pool_size

@@ -68,8 +68,14 @@ LUDWIG_OTHER_TOKENIZERS: Tuple[str, ...] = ("ngram", "hf_tokenizer", "sentencepi
                  "lemmatize_remove_stopwords"))
 
 
-def tokenize(text: str, tokenizer: str, lowercase: bool) -> List[str]:
-    """The tokens of one value, lowercased first when asked (as Ludwig does)."""
+def tokenize(text: str, tokenizer: str, lowercase: bool, unknown: str = "<UNK>") -> List[str]:
+    """The tokens of one value, lowercased first when asked (as Ludwig does).
+
+    A value that is exactly the unknown symbol (the default fill of a missing value) is that one
+    token; Ludwig would split "<UNK>" into "<", "UNK", ">" with space_punct.
+    """
+    if text == unknown:
+        return [text]
     return TOKENIZERS[tokenizer](text.lower() if lowercase else text)
 
 
@@ -79,12 +85,13 @@ def filled(values: np.ndarray, fill: str) -> List[str]:
     return [fill if m else v for v, m in zip(values.tolist(), missing.tolist())]
 
 
-def local_token_stats(texts: Iterable[str], tokenizer: str, lowercase: bool) -> Tuple[Dict[str, int], int]:
+def local_token_stats(texts: Iterable[str], tokenizer: str, lowercase: bool,
+                      unknown: str = "<UNK>") -> Tuple[Dict[str, int], int]:
     """(token counts, the most tokens in one value) of this rank's rows."""
     counts: Counter = Counter()
     longest = 0
     for text in texts:
-        tokens = tokenize(text, tokenizer, lowercase)
+        tokens = tokenize(text, tokenizer, lowercase, unknown)
         counts.update(tokens)
         longest = max(longest, len(tokens))
     return dict(counts), longest
@@ -93,7 +100,8 @@ def local_token_stats(texts: Iterable[str], tokenizer: str, lowercase: bool) -> 
 def global_token_stats(features: Sequence[FeatureConfig], texts: Mapping[str, List[str]], reducer: Reducer,
                        name: str) -> Dict[str, Tuple[Counter, int]]:
     """{feature: (token counts, longest value in tokens)} over every rank's rows: one collective for all."""
-    local = {f.name: local_token_stats(texts[f.name], f.preprocessing.tokenizer, f.preprocessing.lowercase)
+    local = {f.name: local_token_stats(texts[f.name], f.preprocessing.tokenizer, f.preprocessing.lowercase,
+                                       getattr(f.preprocessing, "unknown_symbol", "<UNK>"))
              for f in features}
     per_rank = reducer.gather(local, name=name)
     out = {}
