@@ -28,6 +28,7 @@ setup(
         "pyarrow",
         "scikit-learn",
         "matplotlib",
+        "python-dateutil",  # date features parse values without a datetime_format
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": ["hvd_trainer=hvd_trainer.cli:main"]},

@@ -1,6 +1,7 @@
 """The set, text, vector and date feature types: casting, metadata, transforms, encoders, outputs,
 and the Ludwig options they refuse. (Distributed metadata: tests/test_feature_types_distributed.py.)"""
 import json
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -194,6 +195,11 @@ def test_dates_become_ludwigs_nine_components():
     f, cast, meta = prepared("date", ["2013-02-26", None], preprocessing={"fill_value": "2000-01-01"})
     out = feature_type("date").transform(cast, meta, "f", ROWS[:2], "x")
     assert out.dtype == np.int32 and out[0, :3].tolist() == [2013, 2, 26] and out[1, :3].tolist() == [2000, 1, 1]
+
+
+def test_parts_a_date_leaves_out_come_from_1970_not_from_today():
+    assert parse_date("2020-05", None) == datetime(2020, 5, 1)
+    assert parse_date("14:30", None) == datetime(1970, 1, 1, 14, 30)
 
 
 def test_missing_date_without_fill_value_is_the_epoch_on_every_rank_not_the_clock():

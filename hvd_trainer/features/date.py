@@ -5,7 +5,8 @@ a 1-unit linear layer, encode second_of_day as a wave, and end with a fully conn
 by default for embed, one layer of 10 for wave).
 
 Values are parsed with preprocessing.datetime_format (strptime) when set, else (or when that
-fails) by dateutil's parser; numbers are POSIX timestamps (milli/micro/nanoseconds are scaled to
+fails) by dateutil's parser, which takes the parts a value leaves out ("2020-05") from 1970-01-01
+(Ludwig's from the current date, which differs between runs); numbers are POSIX timestamps (milli/micro/nanoseconds are scaled to
 seconds, as Ludwig does); Arrow date and timestamp columns are read as they are. A value that
 cannot be parsed is refused, naming its row (Ludwig logs it and fills it instead).
 
@@ -116,7 +117,7 @@ def parse_date(value: Any, datetime_format: Optional[str]) -> datetime:
         except ValueError:
             pass
     try:
-        return parser.parse(text).replace(tzinfo=None)
+        return parser.parse(text, default=EPOCH).replace(tzinfo=None)
     except (parser.ParserError, OverflowError, ValueError):
         try:
             return from_timestamp(float(text))
