@@ -45,7 +45,8 @@ def rows(n=N, seed=0):
     emb = np.where(first, rng.choice(["1 2 3", "4 5 6", "7 8 9"], n), "0 0 1")
     emb[rng.random(n) < 0.1] = ""  # missing: the mode over the whole file is "0 0 1"
     tags = np.where(first, rng.choice(["x", "x y", "y z"], n), rng.choice(["w", "w v", "v u", "t"], n))
-    days = [f"{d}.{m}.{y}" for d, m, y in zip(rng.integers(1, 29, n), rng.integers(1, 13, n), rng.integers(1990, 2030, n))]
+    days = [f"{d}.{m}.{y}"
+            for d, m, y in zip(rng.integers(1, 29, n), rng.integers(1, 13, n), rng.integers(1990, 2030, n))]
     day = np.array(days, dtype=object)
     day[rng.random(n) < 0.05] = ""
     return {
@@ -77,7 +78,8 @@ def run_worker(tmp_path, launcher, mode, spec):
 def sharded(request, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(request.param)
     path = write(tmp_path / "d.csv", rows())
-    ranks, out = run_worker(tmp_path, request.param, "load", {"config": config(), "sources": {"csv": {"dataset": path}}})
+    spec = {"config": config(), "sources": {"csv": {"dataset": path}}}
+    ranks, out = run_worker(tmp_path, request.param, "load", spec)
     return path, ranks, out
 
 
@@ -88,7 +90,8 @@ def test_vocabularies_and_sizes_at_np2_equal_one_process_exactly(sharded):
     written = json.load(open(out / "csv" / "training_set_metadata.json"))
     assert written == json.loads(json.dumps(reference))
     assert all(r["sources"]["csv"]["metadata"] == written for r in ranks)
-    assert written["genres"]["idx2str"] == ["<UNK>", "c", "d", "a"] and written["review"]["max_sequence_length"] == 12  # 10 tokens of the longest review, <SOS>, <EOS>
+    assert written["genres"]["idx2str"] == ["<UNK>", "c", "d", "a"]
+    assert written["review"]["max_sequence_length"] == 12  # the longest review's 10 tokens, <SOS>, <EOS>
     assert written["emb"]["preprocessing"]["computed_fill_value"] == "0.0 0.0 1.0"
 
 

@@ -31,7 +31,8 @@ def feature(kind, ftype, **sections):
     """The parsed config of one feature named f (input by default)."""
     f = {"name": "f", "type": ftype, **sections}
     other = {"name": "o", "type": "number"}
-    raw = {"input_features": [f] if kind == "input" else [other], "output_features": [f] if kind == "output" else [other]}
+    raw = {"input_features": [f] if kind == "input" else [other],
+           "output_features": [f] if kind == "output" else [other]}
     mc = ModelConfig.from_dict(raw)
     return (mc.input_features if kind == "input" else mc.output_features)[0]
 
@@ -121,8 +122,8 @@ def test_text_vocabulary_has_ludwigs_special_symbols_first_and_rows_are_sos_toke
 def test_text_rows_are_cut_at_max_sequence_length_and_can_pad_left():
     _, _, meta = prepared("text", ["a b c d e"], preprocessing={"max_sequence_length": 4, "padding": "left"})
     assert meta["max_sequence_length"] == 4
-    assert feature_type("text").transform(np.array(["a b c d e", "a"], dtype=object), meta, "f", ROWS[:2], "x").tolist() \
-        == [[1, 4, 5, 6], [2, 1, 4, 0]]
+    rows = feature_type("text").transform(np.array(["a b c d e", "a"], dtype=object), meta, "f", ROWS[:2], "x")
+    assert rows.tolist() == [[1, 4, 5, 6], [2, 1, 4, 0]]
 
 
 @pytest.mark.parametrize("encoder", [{"type": "embed"}, {"type": "parallel_cnn"}, {"type": "rnn"},

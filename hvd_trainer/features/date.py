@@ -6,8 +6,8 @@ by default for embed, one layer of 10 for wave).
 
 Values are parsed with preprocessing.datetime_format (strptime) when set, else (or when that
 fails) by dateutil's parser, which takes the parts a value leaves out ("2020-05") from 1970-01-01
-(Ludwig's from the current date, which differs between runs); numbers are POSIX timestamps (milli/micro/nanoseconds are scaled to
-seconds, as Ludwig does); Arrow date and timestamp columns are read as they are. A value that
+(Ludwig's from the current date, which differs between runs); numbers are POSIX timestamps
+(milli/micro/nanoseconds are scaled to seconds, as Ludwig does); Arrow date and timestamp columns are read as they are. A value that
 cannot be parsed is refused, naming its row (Ludwig logs it and fills it instead).
 
 Metadata: the computed fill value and datetime_format. A missing date takes fill_value; when

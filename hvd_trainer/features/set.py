@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvd_trainer.errors import ConfigError
 from hvd_trainer.features.arrays import as_strings, no_values_error, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor

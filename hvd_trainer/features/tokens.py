@@ -60,7 +60,8 @@ TOKENIZERS: Dict[str, Callable[[str], List[str]]] = {
 }
 
 #: Tokenizers Ludwig offers that hvd_trainer does not (spaCy language pipelines, n-grams, pretrained).
-LUDWIG_OTHER_TOKENIZERS: Tuple[str, ...] = ("ngram", "hf_tokenizer", "sentencepiece", "clip", "gpt2bpe", "bert") + tuple(
+LUDWIG_OTHER_TOKENIZERS: Tuple[str, ...] = ("ngram", "hf_tokenizer", "sentencepiece", "clip", "gpt2bpe",
+                                             "bert") + tuple(
     f"{lang}_{kind}" for lang in ("english", "italian", "spanish", "german", "french", "portuguese", "dutch",
                                   "greek", "norwegian", "lithuanian", "danish", "polish", "romanian", "japanese",
                                   "chinese", "multi")

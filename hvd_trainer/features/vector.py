@@ -140,10 +140,11 @@ def vector_metadata(features: List[FeatureConfig], columns: Mapping[str, np.ndar
             raise no_values_error(f, "inferring vector_size")
         size = p.vector_size if p.vector_size is not None else int(lo[i])
         if np.isfinite(lo[i]) and (lo[i] != size or hi[i] != size):
+            wanted = f" ({size}, preprocessing.vector_size)" if p.vector_size else ""
             raise DataError(
                 f"The {describe_feature(f)} has rows of {int(lo[i])} to {int(hi[i])} numbers in the training set, but "
-                f"a vector feature has one size{' (' + str(size) + ', preprocessing.vector_size)' if p.vector_size else ''}. "
-                "Make every row the same length, or set preprocessing.vector_size to the length they should have."
+                f"a vector feature has one size{wanted}. Make every row the same length, or set "
+                "preprocessing.vector_size to the length they should have."
             )
         fill = _vector_fill(f, size, counts.get(f.name))
         out[f.name] = {
