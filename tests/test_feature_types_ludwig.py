@@ -264,3 +264,16 @@ def test_new_examples_load_and_their_models_run_a_batch(tmp_path, name):
     for f in model.output_features.values():
         target = f.target_tensor(batch[f.name])
         assert torch.isfinite(f.loss(logits[f.name], target)).all()
+
+
+def test_encoder_layer_lists_round_trip_through_the_saved_config():
+    raw = {"input_features": [
+        {"name": "t", "type": "text", "encoder": {"type": "parallel_cnn", "conv_layers": [{"filter_size": 2},
+                                                                                           {"num_filters": 3}],
+                                                  "fc_layers": [{"output_size": 4, "norm": "layer"}]}},
+        {"name": "d", "type": "date", "encoder": {"type": "wave", "fc_layers": [{"output_size": 3}]}},
+        {"name": "v", "type": "vector", "encoder": {"fc_layers": [{"output_size": 5, "dropout": 0.1}]}}],
+        "output_features": [{"name": "s", "type": "set"}]}
+    mc = ModelConfig.from_dict(raw)
+    again = ModelConfig.from_dict(json.loads(json.dumps(mc.to_dict())))
+    assert again == mc and again.input_features[0].encoder.conv_layers[1].num_filters == 3
