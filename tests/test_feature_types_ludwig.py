@@ -277,3 +277,18 @@ def test_encoder_layer_lists_round_trip_through_the_saved_config():
     mc = ModelConfig.from_dict(raw)
     again = ModelConfig.from_dict(json.loads(json.dumps(mc.to_dict())))
     assert again == mc and again.input_features[0].encoder.conv_layers[1].num_filters == 3
+
+
+def test_drop_row_drops_rows_missing_a_set_text_vector_or_date(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('s,t,v,d,y\n"a b",hi,1 2,2020-01-01,1\n,hi,1 2,2020-01-02,2\n"a",,1 2,2020-01-03,3\n'
+                    '"a",hi,,2020-01-04,4\n"a",hi,3 4,,5\n"b",yo,5 6,2021-02-03,6\n')
+    drop = {"preprocessing": {"missing_value_strategy": "drop_row"}}
+    mc = ModelConfig.from_dict({
+        "input_features": [{"name": n, "type": t, **drop} for n, t in
+                           (("s", "set"), ("t", "text"), ("v", "vector"), ("d", "date"))],
+        "output_features": [{"name": "y", "type": "number"}],
+        "preprocessing": {"split": {"type": "random", "probabilities": [1.0, 0.0, 0.0]}}})
+    train, _, _, meta = load_training_data(mc, dataset=str(path))
+    assert sorted(train.columns["y"].tolist()) == [1.0, 6.0]
+    assert meta["s"]["idx2str"] == ["<UNK>", "b", "a"] and meta["v"]["vector_size"] == 2  # b twice in kept rows
