@@ -1,7 +1,8 @@
 """Set, text, vector and date features under horovodrun -np 2: each rank reads only its half of the
 file, yet the vocabularies and sizes (training set metadata) equal those of one process, exactly,
 and the transformed rows are the same. The data is built so that a vocabulary of either half alone
-would differ from the whole file's."""
+would differ from the whole file's. And a model with every new encoder and output, trained at np=2
+with batch b, ends with the weights of one process trained with batch 2b."""
 import json
 import os
 
@@ -11,8 +12,10 @@ import pyarrow.csv as pacsv
 import pytest
 
 from conftest import WORKERS, launcher_command, require_horovod, run_job
+from workers.feature_training_checks import train_once
 
 from hvd_trainer.data.pipeline import ROW_ID, load_training_data
+from hvd_trainer.distributed import LocalStrategy
 from hvd_trainer.model_config import ModelConfig
 
 N = 240  # rows; each rank reads about half of the file
@@ -136,3 +139,44 @@ def test_vectors_of_another_size_on_one_rank_are_refused_on_both(tmp_path):
     assert errors[0] == errors[1] and errors[0][0] == "DataError"
     assert "has rows of 3 to 4 numbers in the training set" in errors[0][1]
     assert all(r["good_rows"] > 0 for r in ranks)
+
+
+def training_config():
+    """Every new encoder and output, no dropout or batch norm: np=2 x b must equal np=1 x 2b."""
+    return {
+        "input_features": [
+            {"name": "genres", "type": "set", "preprocessing": {"tokenizer": "comma"},
+             "encoder": {"embedding_size": 4, "num_fc_layers": 1, "output_size": 4}},
+            {"name": "review", "type": "text", "encoder": {"type": "parallel_cnn", "embedding_size": 4,
+                                                           "num_filters": 3, "fc_layers": [{"output_size": 4}]}},
+            {"name": "review2", "column": "review", "type": "text",
+             "encoder": {"type": "rnn", "cell_type": "gru", "embedding_size": 4, "state_size": 3}},
+            {"name": "emb", "type": "vector", "preprocessing": {"missing_value_strategy": "fill_with_mode"},
+             "encoder": {"output_size": 4}},
+            {"name": "day", "type": "date", "preprocessing": {"datetime_format": "%d.%m.%Y", "fill_value": "1.1.2000"},
+             "encoder": {"type": "embed", "embedding_size": 2}},
+            {"name": "day2", "column": "day", "type": "date", "preprocessing": {"datetime_format": "%d.%m.%Y",
+                                                                              "fill_value": "1.1.2000"},
+             "encoder": {"type": "wave"}},
+        ],
+        "output_features": [{"name": "tags", "type": "set"}, {"name": "target", "type": "vector"}],
+        "preprocessing": {"split": {"type": "random", "probabilities": [1.0, 0.0, 0.0]}},
+    }
+
+
+@pytest.mark.horovod
+def test_training_every_new_encoder_at_np2_with_batch_b_equals_np1_with_batch_2b(tmp_path):
+    require_horovod()
+    spec = {"config": training_config(), "dataset": write(tmp_path / "d.csv", rows(n=160)), "batch_size": 8}
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = launcher_command("gloo", 2) + [os.path.join(WORKERS, "feature_training_checks.py"), str(spec_path), str(out)]
+    result = run_job(cmd, timeout=240)
+    assert result.returncode == 0, result.stdout[-4000:]
+    ranks = [json.load(open(out / f"rank{r}.json"))["params"] for r in range(2)]
+    assert ranks[0] == ranks[1]
+    initial, one = train_once({**spec, "batch_size": 16}, LocalStrategy(), str(tmp_path / "np1"))
+    assert not np.allclose(initial, one, rtol=1e-4, atol=1e-6)  # training moved the weights
+    assert np.allclose(ranks[0], one, rtol=1e-4, atol=1e-6)
