@@ -28,6 +28,7 @@ setup(
         "pyarrow",
         "scikit-learn",
         "matplotlib",
+        "python-dateutil",  # date features parse values without a datetime_format
     ],
     extras_require={
         # `export --format onnx`: torch writes ONNX with `onnx`; the export is checked in onnxruntime.

@@ -17,8 +17,7 @@ from hvd_trainer.features.base import ANY
 logger = logging.getLogger(__name__)
 
 #: Feature types Ludwig has and hvd_trainer does not implement.
-LUDWIG_OTHER_FEATURE_TYPES = ("text", "sequence", "set", "bag", "vector", "image", "audio", "date", "h3",
-                              "timeseries", "category_distribution")
+LUDWIG_OTHER_FEATURE_TYPES = ("sequence", "bag", "image", "audio", "h3", "timeseries", "category_distribution")
 
 #: {section: {key: values that are harmless here (the key is then dropped), or ANY}}
 NOOP_KEYS: Dict[str, Dict[str, Any]] = {
@@ -62,7 +61,8 @@ def not_supported(key: str, value: Any, allowed: str) -> ConfigError:
     """The error for a Ludwig option (a key with this value) that hvd_trainer does not implement."""
     return ConfigError(
         f"{key} is {value!r}: this Ludwig option is not supported by hvd_trainer. {allowed} Remove the key or "
-        "change the value; hvd_trainer implements Ludwig's ECD model for number, category and binary features."
+        "change the value; hvd_trainer implements Ludwig's ECD model for number, category, binary, set, text, "
+        "vector and date features."
     )
 
 

@@ -1,7 +1,7 @@
 """The model part of the config: input_features, output_features, combiner, preprocessing.
 
-A Ludwig (ECD) config that uses number, category and binary features loads unchanged. Every
-key is checked before any work starts:
+A Ludwig (ECD) config that uses number, category, binary, set, text, vector and date features loads
+unchanged. Every key is checked before any work starts:
 
 - keys hvd_trainer implements are typed dataclass fields (unknown keys get a "did you mean");
 - keys Ludwig has but hvd_trainer does not implement are refused as "not supported by

@@ -172,7 +172,7 @@ REFUSED = {
     "features not a list": (minimal(input_features={"name": "x"}), ["input_features must be a list"]),
     "feature without name": (with_input({"type": "number"}), ["input_features[0] has no name"]),
     "feature without type": (with_input({"name": "x"}), ["'x'", "has no type", "number, category, binary"]),
-    "text feature": (with_input({"name": "x", "type": "text"}), ["'text'", "not supported by hvd_trainer"]),
+    "image feature": (with_input({"name": "x", "type": "image"}), ["'image'", "not supported by hvd_trainer"]),
     "typo in type": (with_input({"name": "x", "type": "numbr"}), ["'numbr'", "Did you mean 'number'"]),
     "duplicate names": (with_output({"name": "age", "type": "number"}), ["'age' appears twice", "column:"]),
     "reserved name": (with_input({"name": "__row_id__", "type": "number"}), ["reserved"]),

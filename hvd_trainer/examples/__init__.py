@@ -4,8 +4,13 @@
     breast_cancer  30 number features                   -> binary `diagnosis` (malignant/benign)
     diabetes       10 number features                   -> number `target`
     breast_cancer_tabnet  the breast_cancer data through the tabnet combiner
+    movie_reviews  Ludwig's rotten_tomatoes columns (set, category, binary, number, text) -> binary
+    movie_genres   text `plot`                          -> set `genres`
+    iris_vector    vector `measurements` (iris)         -> category `species`
+    daily_rentals  date `day`                           -> number `rentals`
 
-The data ships with scikit-learn, so nothing is downloaded.
+The data ships with scikit-learn or is generated (hvd_trainer.examples.generated), so nothing
+is downloaded.
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-EXAMPLES = ("digits", "breast_cancer", "diabetes", "breast_cancer_tabnet")
+EXAMPLES = ("digits", "breast_cancer", "diabetes", "breast_cancer_tabnet", "movie_reviews", "movie_genres",
+            "iris_vector", "daily_rentals")
 #: Examples that reuse another example's data: {example: the dataset it trains on}.
 DATASET_OF = {"breast_cancer_tabnet": "breast_cancer"}
 
@@ -35,6 +41,10 @@ def _check_name(name: str) -> None:
 def _columns(name: str) -> Tuple[List[str], Dict[str, np.ndarray]]:
     from sklearn import datasets
 
+    from hvd_trainer.examples.generated import GENERATED
+
+    if name in GENERATED:
+        return GENERATED[name]()
     if name == "digits":
         data = datasets.load_digits()
         names = [f"pixel_{i}" for i in range(data.data.shape[1])]

@@ -1,4 +1,4 @@
-"""FeatureModel: the config-driven model (Ludwig's ECD) of number, category and binary features.
+"""FeatureModel: the config-driven model (Ludwig's ECD) of the feature types in hvd_trainer.features.
 
     encoders (one per input) -> combiner (concat or tabnet) -> decoders (one Linear per output)
 
