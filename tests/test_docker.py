@@ -25,7 +25,9 @@ import yaml
 
 from conftest import REPO, finish_job
 
-pytestmark = pytest.mark.docker
+# On a fresh machine the first cluster test also installs Docker, builds the base image and the
+# image (about 4 minutes on a quiet 2-core machine, 10 on a busy one): more than the suite's 600 s.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 DOCKER_DIR = os.path.join(REPO, "docker")
 COMPOSE_FILE = os.path.join(DOCKER_DIR, "docker-compose.yml")
