@@ -86,14 +86,8 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 [[ -f $TEMPLATE ]] || fail "the config template $TEMPLATE is missing."
 
-# ---- 1b. the nodes: this machine, or the hosts of a netns cluster ----------------------------
-# node_run NODE CMD...: run CMD on NODE (in its namespaces when the nodes are netns hosts).
+# ---- 1b. the nodes: this machine, or the hosts h1..hN of a netns cluster (started after 2) ---
 if ((NODES > 1)); then
-    # The netns script explains itself when the machine cannot (no namespaces): exit 77 then.
-    if ! netns_out=$("$HERE/netns_cluster_up.sh" "$NODES" 2>&1); then
-        if grep -q "cannot create network namespaces\|needs root" <<<"$netns_out"; then cannot "$netns_out"; fi
-        fail "the netns cluster did not come up: $netns_out"
-    fi
     . "$HERE/netns/common.sh"
     NODE_NAMES=() NODE_ADDRS=()
     for i in $(seq "$NODES"); do NODE_NAMES+=("$(host_name "$i")"); NODE_ADDRS+=("$(host_addr "$i")"); done
@@ -118,7 +112,10 @@ write_client_wrappers() {
 # $cmd of the hvd_trainer SLURM cluster under $HOME_DIR (written by slurm_cluster_up.sh): runs on
 # $CTLD_NODE, or directly when already on a host of the cluster (in one of its network namespaces).
 export SLURM_CONF="$CONF" HVD_NETNS_PREFIX="$HVD_NETNS_PREFIX" HVD_NETNS_SUBNET="$HVD_NETNS_SUBNET" HVD_NETNS_STATE="$HVD_NETNS_STATE"
-case "\$(ip netns identify \$\$ 2>/dev/null)" in $HVD_NETNS_PREFIX-h*) exec "$real" "\$@" ;; esac
+me=\$(readlink /proc/self/ns/net)
+for f in "$HVD_NETNS_STATE"/run/h*.holder.pid; do
+    [ "\$me" = "\$(readlink "/proc/\$(cat "\$f" 2>/dev/null)/ns/net" 2>/dev/null)" ] && exec "$real" "\$@"
+done
 exec "$HERE/netns/on_host.sh" "$CTLD_NODE" "$real" "\$@"
 WRAP
         chmod 0755 "$BIN/$cmd"
@@ -144,6 +141,13 @@ if [[ -s $STARTED ]]; then
     HVD_SLURM_HOME=$HOME_DIR "$(dirname "${BASH_SOURCE[0]}")/slurm_cluster_down.sh" >/dev/null
 fi
 
+if ((NODES > 1)); then
+    # The netns script explains itself when the machine cannot (no namespaces): exit 77 then.
+    if ! netns_out=$("$HERE/netns_cluster_up.sh" "$NODES" 2>&1); then
+        if grep -q "cannot create network namespaces\|needs root" <<<"$netns_out"; then cannot "$netns_out"; fi
+        fail "the netns cluster did not come up: $netns_out"
+    fi
+fi
 # (Netns hosts have network namespaces of their own, where the ports are free.)
 ((NODES > 1)) || for port in "$CTLD_PORT" "$SLURMD_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
