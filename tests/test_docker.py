@@ -7,9 +7,9 @@ the image offline from the wheels this machine already has (docker/stage_wheels.
 compose cluster up on its internal network, runs the job, checks its output and brings it down.
 Only where no engine can run at all (not root; no namespaces or cgroups) are the compose file,
 the Dockerfile and the scripts validated statically alone, and the skip message says why the
-cluster was not run. On a fresh machine the first run takes about 4 minutes (install, debootstrap,
-image build); the base root file system and the engine's images are cached under
-~/.cache/hvd_trainer/docker, so later runs take about a minute.
+cluster was not run. On a fresh quiet 2-core machine the module takes about 4 minutes (install,
+debootstrap, image build, three cluster runs); the base root file system, the dependency wheels
+and the engine's images are cached under ~/.cache/hvd_trainer/docker for later runs.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import yaml
 from conftest import REPO, finish_job
 
 # On a fresh machine the first cluster test also installs Docker, builds the base image and the
-# image (about 4 minutes on a quiet 2-core machine, 10 on a busy one): more than the suite's 600 s.
+# image: about 3 minutes on a quiet 2-core machine (install 10 s, debootstrap 60 s, wheels and
+# image 115 s), but 20 minutes on one shared by a load of 16: more than the suite's 600 s.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 DOCKER_DIR = os.path.join(REPO, "docker")

@@ -9,9 +9,10 @@ writes client wrappers (sbatch, scontrol, ... run on h1) that the jobs here are 
   launch style (srun --mpi=pmix, mpirun from the allocation, horovodrun -H h1:2,h2:2 over ssh)
   ends COMPLETED with four ranks, two on each node, local and cross ranks right;
 - protocol: under each launch style, 2 nodes x 1 task train the digits example; the signal Slurm
-  sends before a short --time limit (--signal=B:USR1@30) makes the ranks on both nodes save, the
-  job requeue itself, run again on both nodes, resume, and end COMPLETED with a final model
-  bit-identical to an uninterrupted run at the same number of ranks (test_slurm's `reference`).
+  sends before a short --time limit (--signal=B:USR1@30) makes the ranks on both nodes stop
+  together at one step with a checkpoint, the job requeue itself, run again on both nodes,
+  resume from that step, and end COMPLETED with a final model bit-identical to an uninterrupted
+  run at the same number of ranks (test_slurm's `reference`).
 
 The netns cluster uses its own prefix and subnet (HVD_SLURM_NETNS_PREFIX / _SUBNET, default hvds
 on 10.213.49), apart from tests/test_multihost.py's. Where the machine cannot run it (not root,
@@ -136,11 +137,11 @@ def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit
     log = job.log()
     assert info["NodeList"] == "h[1-2]", info
     _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference))
-    # Both runs had their two ranks on the two nodes (one task per node), and the signal reached
-    # both: each rank says it got it (the rank on h2 through srun, mpirun's daemon or ssh).
+    # Both runs had their two ranks on the two nodes (one task per node). The ranks agree on the
+    # stop, so the rank on h2 may stop on rank 0's word before its own copy of the signal arrives
+    # (then it does not print that it got one): the saved step and the final model are the proof.
     for run in (1, 2):
         assert re.search(rf"job {job.ref} run {run} .*launch {launch}, 2 task\(s\) on h\[1-2\]", log), log[-4000:]
-    assert len(re.findall(r"Received SIGUSR1: stopping", log)) == 2, log[-6000:]
     when = re.search(r"train\.sbatch \[([-\d]+ [:\d]+)\]: got SIGUSR1", log).group(1)
     signalled = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
     assert abs(signalled - check) < 3, f"the signal came at {signalled}, not at the time-limit check at {check}"
