@@ -13,6 +13,7 @@ and the engine's images are cached under ~/.cache/hvd_trainer/docker for later r
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -172,11 +173,33 @@ def _stage_context(root: str) -> None:
         timeout=600, env={"HVD_TRAINER_VENV": sys.prefix}, check=True)
 
 
+def _context_digest(root: str) -> str:
+    """What the image is built from: every file's path and bytes (wheels: name and size, whose
+    names carry their versions), so that an unchanged context is never built again."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(f"{os.path.relpath(path, root)} {os.path.getsize(path)}\n".encode())
+            if not name.endswith(".whl"):
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="module")
 def image(engine, tmp_path_factory):
     run(["bash", os.path.join(SCRIPTS, "docker_base_image.sh")], timeout=900, env=engine, check=True)
     context = str(tmp_path_factory.mktemp("docker-context"))
     _stage_context(context)
+    label = f"hvd_trainer.context={_context_digest(context)}"
+    built = run(["docker", "image", "inspect", "-f", '{{ index .Config.Labels "hvd_trainer.context" }}', TEST_IMAGE],
+                timeout=60, env=engine)
+    if built.returncode == 0 and f"hvd_trainer.context={built.stdout.strip()}" == label:
+        print(f"{TEST_IMAGE} is up to date ({label}); not rebuilt.")
+        shutil.rmtree(context, ignore_errors=True)
+        return TEST_IMAGE
     # The build has no network at all: everything comes from the base image and the wheels.
     build = ["docker", "build", "--network", "none", "-f", os.path.join(context, "docker", "Dockerfile"),
              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "OFFLINE=1"]
@@ -184,7 +207,7 @@ def image(engine, tmp_path_factory):
     # The build stage is tagged, so that removing the images older builds left untagged below
     # keeps its layers: the next run reuses them instead of reinstalling torch and Horovod.
     run(build + ["--target", "build", "-t", f"{TEST_IMAGE}-build", context], timeout=900, env=build_env, check=True)
-    run(build + ["-t", TEST_IMAGE, context], timeout=900, env=build_env, check=True)
+    run(build + ["--label", label, "-t", TEST_IMAGE, context], timeout=900, env=build_env, check=True)
     run(["docker", "image", "prune", "-f"], timeout=300, env=engine)
     shutil.rmtree(context, ignore_errors=True)
     return TEST_IMAGE
