@@ -1,0 +1,148 @@
+"""slurm/train_multinode.sbatch on a real two-node SLURM cluster that this module starts and stops.
+
+The nodes are the hosts h1 and h2 of a netns cluster (own network namespace, address, hostname,
+/etc/hosts, /run and /dev/shm; shared file system as with NFS): scripts/slurm_cluster_up.sh with
+HVD_SLURM_NODES=2 runs a slurmd on each (NodeName=h1, h2), slurmctld on h1 and one munged, and
+writes client wrappers (sbatch, scontrol, ... run on h1) that the jobs here are submitted with.
+
+- launch: `sbatch --nodes=2 --ntasks-per-node=2 slurm/train_multinode.sbatch doctor` under each
+  launch style (srun --mpi=pmix, mpirun from the allocation, horovodrun -H h1:2,h2:2 over ssh)
+  ends COMPLETED with four ranks, two on each node, local and cross ranks right;
+- protocol: under each launch style, 2 nodes x 1 task train the digits example; the signal Slurm
+  sends before a short --time limit (--signal=B:USR1@30) makes the ranks on both nodes stop
+  together at one step with a checkpoint, the job requeue itself, run again on both nodes,
+  resume from that step, and end COMPLETED with a final model bit-identical to an uninterrupted
+  run at the same number of ranks (test_slurm's `reference`).
+
+The netns cluster uses its own prefix and subnet (HVD_SLURM_NETNS_PREFIX / _SUBNET, default hvds
+on 10.213.49), apart from tests/test_multihost.py's. Where the machine cannot run it (not root,
+no network namespaces, packages unavailable) the module is skipped with the script's reason.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, List
+
+import pytest
+
+from conftest import REPO
+# The one-node module's job helpers, its digits example and its uninterrupted reference run.
+from test_slurm import (TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
+                        _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits, reference)
+
+pytestmark = pytest.mark.slurm
+
+__all__ = ["digits", "reference"]  # fixtures used by the tests below
+
+UP = os.path.join(REPO, "scripts", "slurm_cluster_up.sh")
+DOWN = os.path.join(REPO, "scripts", "slurm_cluster_down.sh")
+PREFIX = os.environ.get("HVD_SLURM_NETNS_PREFIX", "hvds")
+SUBNET = os.environ.get("HVD_SLURM_NETNS_SUBNET", "10.213.49")
+HOME = f"/var/lib/hvd_trainer_slurm_{PREFIX}"
+NODES = ["h1", "h2"]
+LAUNCH_STYLES = ["srun", "mpirun", "horovodrun"]
+
+
+@pytest.fixture(scope="module")
+def slurm2_env():
+    """The two-node cluster's environment for sbatch & co (up once per module, down if started here)."""
+    if os.geteuid() != 0:
+        pytest.skip("The two-node SLURM tests start SLURM on network-namespace hosts, which needs root.")
+    script_env = dict(os.environ, HVD_SLURM_NODES="2", HVD_NETNS_PREFIX=PREFIX, HVD_NETNS_SUBNET=SUBNET,
+                      HVD_SLURM_HOME=HOME)
+    up = subprocess.run(["bash", UP], capture_output=True, text=True, timeout=900, env=script_env)
+    if up.returncode == 77:
+        pytest.skip(up.stderr.strip() or "scripts/slurm_cluster_up.sh cannot run on this machine.")
+    assert up.returncode == 0, f"slurm_cluster_up.sh (2 nodes) failed:\n{up.stdout}\n{up.stderr}"
+    started_here = "already up" not in up.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+    # The wrappers in HOME/bin reach slurmctld on h1; jobs run this interpreter (the checkout's venv).
+    env.update(PATH=f"{HOME}/bin:{env['PATH']}", SLURM_CONF=f"{HOME}/slurm.conf", PYTHONUNBUFFERED="1",
+               PYTHON=sys.executable)
+    level = _slurm_config(env).get("SlurmctldDebug", "info")
+    # debug2 logs each time-limit check: see test_slurm._release_before_a_time_limit_check.
+    _slurm(env, "scontrol", "setdebug", "debug2")
+    try:
+        yield env
+    finally:
+        subprocess.run(["scontrol", "setdebug", level], env=env, capture_output=True, timeout=60)
+        if started_here:
+            subprocess.run(["bash", DOWN], capture_output=True, text=True, timeout=180, env=script_env)
+
+
+@pytest.fixture
+def submit2(slurm2_env, tmp_path):
+    """submit2(job_args, tasks_per_node, *sbatch_options, **script_variables) -> Job, on both nodes."""
+    jobs: List[Job] = []
+
+    def _submit(args, tasks_per_node: int, *sbatch: str, **variables) -> Job:
+        env = dict(slurm2_env, OUTPUT_DIR=str(tmp_path / "results"), EXPERIMENT_NAME="exp", **variables)
+        output = str(tmp_path / "slurm-%j.out")
+        options = ["--parsable", f"--output={output}", "--nodes=2", f"--ntasks-per-node={tasks_per_node}",
+                   "--cpus-per-task=1", "--time=8", "--signal=B:USR1@60", *sbatch]
+        script = os.path.join(REPO, "slurm", "train_multinode.sbatch")
+        job_id = _slurm(env, "sbatch", *options, script, *args, timeout=60).strip().split(";")[0]
+        job = Job(slurm2_env, job_id, output.replace("%j", job_id), str(tmp_path / "results" / f"exp_job{job_id}"))
+        jobs.append(job)
+        return job
+
+    yield _submit
+    for job in jobs:
+        try:
+            if job.state() not in TERMINAL:
+                _slurm(slurm2_env, "scancel", job.ref, check=False)
+        except (AssertionError, IndexError, subprocess.SubprocessError):
+            pass
+
+
+def _rank_table(log: str) -> List[Dict[str, str]]:
+    lines = [re.sub(r"^\[\d+\]<stdout>:", "", line).split() for line in log.splitlines()]
+    header = next((cols for cols in lines if cols[:2] == ["rank", "size"]), None)
+    assert header, log[-4000:]
+    return [dict(zip(header, cols)) for cols in lines
+            if len(cols) == len(header) and cols[0].isdigit() and cols[1].isdigit()]
+
+
+@pytest.mark.parametrize("launch", LAUNCH_STYLES)
+def test_doctor_runs_two_ranks_on_each_of_the_two_nodes(submit2, launch):
+    job = submit2(["doctor"], 2, HVD_LAUNCH=launch)
+    info = job.run_to_end()
+    log = job.log()
+    assert info["JobState"] == "COMPLETED", log[-4000:]
+    assert info["NodeList"] == "h[1-2]", info
+    assert f"launch {launch}, 4 task(s) on h[1-2]" in log, log[-4000:]
+    assert "All ranks OK." in log and "Problems:" not in log, log[-4000:]
+    assert re.search(rf"^(?:\[\d+\]<stdout>:)?\s+launcher\s+{launch}\s*$", log, re.M), log[-4000:]
+    rows = _rank_table(log)
+    assert sorted(int(r["rank"]) for r in rows) == [0, 1, 2, 3] and {r["size"] for r in rows} == {"4"}, log[-4000:]
+    by_host = {h: sorted(int(r["local_rank"]) for r in rows if r["host"] == h) for h in NODES}
+    assert by_host == {"h1": [0, 1], "h2": [0, 1]}, rows
+    assert {r["host"]: r["cross_rank"] for r in rows} == {"h1": "0", "h2": "1"}, rows
+    assert {r["local_size"] for r in rows} == {"2"}, rows
+
+
+@pytest.mark.parametrize("launch", LAUNCH_STYLES)
+def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit2, digits, reference, launch):
+    # As test_slurm's one-node time-limit test: --time=1 with --signal=B:USR1@30, released so that
+    # slurmctld's time-limit check, and with it the signal, comes 7-9 s after the start; the
+    # requeued run gets a longer limit. One task on each node: two ranks, as in the reference.
+    job = submit2(digits.job_args(), 1, "--hold", "--time=1", "--signal=B:USR1@30", HVD_LAUNCH=launch)
+    check = _release_before_a_time_limit_check(job, lead_s=10)
+    job.release_after_requeue(1, "TimeLimit=5")
+    info = job.run_to_end()
+    log = job.log()
+    assert info["NodeList"] == "h[1-2]", info
+    _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference))
+    # Both runs had their two ranks on the two nodes (one task per node). The ranks agree on the
+    # stop, so the rank on h2 may stop on rank 0's word before its own copy of the signal arrives
+    # (then it does not print that it got one): the saved step and the final model are the proof.
+    for run in (1, 2):
+        assert re.search(rf"job {job.ref} run {run} .*launch {launch}, 2 task\(s\) on h\[1-2\]", log), log[-4000:]
+    when = re.search(r"train\.sbatch \[([-\d]+ [:\d]+)\]: got SIGUSR1", log).group(1)
+    signalled = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
+    assert abs(signalled - check) < 3, f"the signal came at {signalled}, not at the time-limit check at {check}"
+    _assert_finished_like_the_reference(job, reference)
