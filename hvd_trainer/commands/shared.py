@@ -13,6 +13,7 @@ from hvd_trainer.checkpoint import atomic_write_text
 from hvd_trainer.config import DistributedConfig
 from hvd_trainer.coordinator import run_on_coordinator
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
+from hvd_trainer.distributed.elastic import elastic_requested
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.job import command_line_distributed
 
@@ -23,8 +24,11 @@ def start_strategy(distributed: DistributedConfig) -> DistributedStrategy:
     """Initialise the configured strategy; ranks other than 0 then log warnings only."""
     # compression, op and Horovod's knobs only mean something to Horovod; the local strategy takes no options.
     kwargs = {} if distributed.strategy == "local" else {
-        "compression": distributed.compression, "op": distributed.op, "horovod": distributed.horovod}
+        "compression": distributed.compression, "op": distributed.op, "horovod": distributed.horovod,
+        "elastic": distributed.elastic, "elastic_commit_steps": distributed.elastic_commit_steps}
     strategy = init_dist_strategy(distributed.strategy, **kwargs)
+    if distributed.elastic and not strategy.is_elastic():
+        elastic_requested(True, {})  # distributed.elastic: true without Horovod: the same clear error
     _quiet_other_ranks(strategy.rank())
     return strategy
 

@@ -138,7 +138,7 @@ def _data_and_model(job: JobConfig, options: TrainOptions, strategy: Distributed
     train, validation, test, metadata = load_training_data(
         job.model, strategy, dataset=options.dataset, training_set=options.training_set,
         validation_set=options.validation_set, test_set=options.test_set, random_seed=options.random_seed,
-        metadata=saved_metadata)
+        metadata=saved_metadata, shard=not strategy.is_elastic())  # elastic: a new world re-deals every row
     check_enough_rows(train.global_size(strategy), strategy.size(), job.trainer.batch_size)
     seed_everything(options.random_seed)
     return (train, validation, test), metadata, build_model(job.model, metadata)

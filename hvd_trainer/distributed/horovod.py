@@ -17,6 +17,7 @@ import torch
 
 from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
+from hvd_trainer.distributed.elastic import elastic_requested, run_elastic
 from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
 from hvd_trainer.errors import ConfigError, LaunchError
@@ -139,10 +140,15 @@ class HorovodStrategy(DistributedStrategy):
     name = "horovod"
 
     def __init__(self, compression: str = "none", op: str = "average", set_threads: bool = True,
-                 horovod: Optional[HorovodConfig] = None):
+                 horovod: Optional[HorovodConfig] = None, elastic: Optional[bool] = None,
+                 elastic_commit_steps: int = DistributedStrategy.elastic_commit_steps):
         """horovod: the `distributed.horovod` section (None: every knob chosen by the trainer);
-        set_threads=False leaves torch's thread count alone."""
+        set_threads=False leaves torch's thread count alone; elastic: `distributed.elastic`
+        (None: elastic exactly when horovodrun's elastic mode launched this process)."""
         _check_options(compression, op)
+        self.elastic = elastic_requested(elastic)
+        self.elastic_commit_steps = elastic_commit_steps
+        self._elastic_state = None
         self.compression = compression
         self.op = op
         self._hvd = hvd = import_horovod_torch()
@@ -330,6 +336,22 @@ class HorovodStrategy(DistributedStrategy):
 
     def step(self, optimizer: torch.optim.Optimizer, closure: Optional[Callable] = None) -> Any:
         return optimizer.step(closure)
+
+    # ---- elastic training ----------------------------------------------------------------
+    def is_elastic(self) -> bool:
+        return self.elastic
+
+    def run_elastic(self, fn: Callable[[], Any], participant: Any) -> Any:
+        if not self.elastic:
+            return fn()
+        return run_elastic(self._hvd, fn, participant, self._set_elastic_state)
+
+    def _set_elastic_state(self, state) -> None:
+        self._elastic_state = state
+
+    def elastic_commit(self) -> None:
+        if self._elastic_state is not None:
+            self._elastic_state.commit()
 
     @classmethod
     def is_available(cls) -> bool:
