@@ -78,7 +78,9 @@ class ElasticTraining:
         s.batcher.set_epoch(pt.epoch, pt.batch_size, pt.epoch_offset)
         s.schedule = Schedule.of(t.config, s.batcher.steps_per_epoch, pt, s.batcher.batches_from(pt.epoch_offset))
         t.scheduler.reset(s.schedule.steps_per_evaluation, s.schedule.total_steps)
-        s.next_evaluation = s.schedule.next_evaluation_after(pt.steps)
+        s.next_evaluation = self._next_evaluation(old_size != size)
+        if t.is_coordinator():
+            speak_as_coordinator()
         if t.is_coordinator() and isinstance(s.writers.get("training"), NullSummaryWriter) and not t.skip_save_log:
             # This rank became rank 0 (the old one was lost): it writes the run's logs from now on.
             s.writers = create_summary_writers(RunLayout.of_model_dir(s.save_path).logs_dir, True)
@@ -89,6 +91,17 @@ class ElasticTraining:
         if old_size != size and t.is_coordinator():
             logger.info("Elastic: world size %d -> %d at step %d, LR %.4g -> %.4g", old_size, size, pt.steps,
                         old_lr, t.scheduler.get_last_lr()[0])
+
+    def _next_evaluation(self, resized: bool) -> int:
+        """The same world: the evaluation the run was heading for. A new one: evaluations every
+        steps_per_evaluation of the new size, from here, the first one at the latest at this epoch's end."""
+        s, pt = self.session, self.session.progress_tracker
+        if not resized:
+            return s.schedule.next_evaluation_after(pt.steps)
+        accumulation = self.trainer.gradient_accumulation_steps
+        rest_of_epoch = -(-(s.batcher.batches_from(pt.epoch_offset) - pt.epoch_step) // accumulation)
+        return pt.steps + (min(s.schedule.steps_per_evaluation, rest_of_epoch) if rest_of_epoch > 0
+                           else s.schedule.steps_per_evaluation)
 
     def _reshard(self, size: int) -> None:
         """The epoch's position in samples, from here on dealt over `size` ranks; the LR for `size` ranks."""
@@ -131,3 +144,11 @@ class ElasticTraining:
             t.scaler.load_state_dict(shared["scaler"])
         self.session.progress_tracker = copy.deepcopy(shared["progress"])
         t.control.optimizer_steps = shared["optimizer_steps"]
+
+
+def speak_as_coordinator() -> None:
+    """This process became rank 0: the log level it was quieted from (commands/shared.py) comes back."""
+    root = logging.getLogger()
+    level = getattr(root, "hvd_trainer_coordinator_level", None)
+    if level is not None:
+        root.setLevel(level)

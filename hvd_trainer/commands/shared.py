@@ -52,8 +52,12 @@ def start_and_agree(overrides: Sequence[str], name: str, read: Callable[[], T],
 def _quiet_other_ranks(rank: int) -> None:
     # The CLI set the level from the launcher's variables; the strategy's rank is the final
     # word (a launcher whose variables hvd_trainer does not read sets none).
-    if rank != 0 and logging.getLogger().level > logging.DEBUG:
-        logging.getLogger().setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if rank != 0 and root.level > logging.DEBUG:
+        # Kept for elastic training, where this process may become rank 0 (elastic_training.py).
+        if not hasattr(root, "hvd_trainer_coordinator_level"):
+            root.hvd_trainer_coordinator_level = root.level
+        root.setLevel(logging.WARNING)
 
 
 def seed_everything(seed: int) -> None:
