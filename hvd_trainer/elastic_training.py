@@ -118,15 +118,20 @@ class ElasticTraining:
         return self.trainer.model
 
     def snapshot(self) -> Dict[str, Any]:
-        snap = self.shared()
-        snap["model"] = copy.deepcopy(self.trainer.model.state_dict())
-        snap["rng"] = rng_state()
-        return copy.deepcopy(snap)
+        snap = dict(self.shared(), model=self.trainer.model.state_dict(), rng=rng_state())
+        return copy.deepcopy(snap)  # one copy of everything: the live objects go on changing
 
     def apply(self, snapshot: Dict[str, Any]) -> None:
         self.trainer.model.load_state_dict(snapshot["model"])
         set_rng_state(snapshot["rng"])
         self.receive(copy.deepcopy(snapshot))
+
+    def join_package(self) -> Dict[str, Any]:
+        """The trainer's `elastic_join_info` (set by the train command: what it read and decided at the start)
+        and the batch sizes, for a process that joins (distributed/elastic.py's greet)."""
+        t = self.trainer
+        return dict(getattr(t, "elastic_join_info", None) or {}, batch_size=self.session.progress_tracker.batch_size,
+                    eval_batch_size=t.eval_batch_size)
 
     def shared(self) -> Dict[str, Any]:
         t = self.trainer

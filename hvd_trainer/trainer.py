@@ -189,8 +189,11 @@ class Trainer(LudwigTrainerAPI):
                                             self.optimizer, self.scheduler, self.scaler,
                                             self.config.checkpoint_in_background, self.skip_save_model,
                                             self.skip_save_progress)
+        joined = self.distributed.elastic_joined()  # joining a running elastic job: no collective before its sync
+        if joined:
+            self.batch_size, self.eval_batch_size = joined["batch_size"], joined["eval_batch_size"]
         resumed = resume(checkpointer.manager, checkpointer.progress_path, self.distributed, self.model,
-                         self.optimizer, self.scheduler) if self.resume else None
+                         self.optimizer, self.scheduler) if self.resume and not joined else None
         checkpointer.has_latest = resumed is not None
         pt = self._choose_batch_sizes(training_set, resumed)
         batcher = training_set.initialize_batcher(pt.batch_size, self.config.should_shuffle, self.random_seed,
@@ -202,7 +205,7 @@ class Trainer(LudwigTrainerAPI):
                                         self.distributed, self.base_learning_rate)
         if resumed:
             self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
-        else:
+        elif not joined:
             # Horovod: every rank starts from rank 0's weights and optimizer state.
             self.distributed.sync_model(self.model)
             self.distributed.sync_optimizer(self.optimizer)

@@ -108,7 +108,8 @@ class ElasticJob:
         """SIGKILL the job's worker process(es) on `host` (their command line holds `marker`); how many."""
         killed = 0
         for h, pid, cmdline in self.cluster.job_processes():
-            if h == host and marker in cmdline and os.path.basename(cmdline.split()[0]).startswith("python"):
+            if (h == host and marker in cmdline and os.path.basename(cmdline.split()[0]).startswith("python")
+                    and "horovodrun" not in cmdline):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed += 1
@@ -201,6 +202,26 @@ def test_a_lost_host_shrinks_the_world_and_training_finishes(cluster, digits, un
     disturbed, calm = best_test_accuracy(files), best_test_accuracy(undisturbed)
     print(f"test accuracy: disturbed {disturbed:.4f}, undisturbed {calm:.4f}")
     assert abs(disturbed - calm) <= 0.01, (disturbed, calm)
+
+
+def test_an_added_host_grows_the_world_and_training_finishes(cluster, digits, tmp_path):
+    # Commits every 2 steps: the added host is noticed (and taken in) within 2 steps of its announcement.
+    job = ElasticJob(cluster, tmp_path, ["h1", "h2"],
+                     train_command(digits, str(tmp_path / "out"), "grow", "distributed.elastic_commit_steps=2"),
+                     np=2, min_np=2, max_np=3)
+    wait_for_evaluations(job, 1)
+    job.set_hosts(["h1", "h2", "h3"])
+    rc = job.finish()
+    out = job.output()
+    assert rc == 0, out[-5000:]
+    change = re.search(r"Elastic: world size 2 -> 3 at step (\d+), LR ([0-9.e-]+) -> ([0-9.e-]+)", out)
+    assert change, out[-5000:]
+    assert float(change.group(3)) == pytest.approx(float(change.group(2)) * 3 / 2, rel=1e-3)
+    files = run_files(str(tmp_path / "out" / "grow_elastic"))
+    assert files["progress"]["world_size"] == 3
+    assert files["progress"]["epoch"] == EPOCHS, "every epoch must be trained"
+    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
+    assert len(steps) == EPOCHS and steps == sorted(steps), steps
 
 
 def test_losing_the_host_of_rank_0_leaves_a_complete_run(cluster, digits, tmp_path):

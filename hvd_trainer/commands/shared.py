@@ -44,7 +44,8 @@ def start_and_agree(overrides: Sequence[str], name: str, read: Callable[[], T],
     """
     first = command_line_distributed(overrides)
     strategy = start_strategy(first)
-    found = run_on_coordinator(strategy, name, read)
+    joined = strategy.elastic_joined()  # a process joining a running elastic job: what rank 0 read at its start
+    found = joined["found"] if joined and "found" in joined else run_on_coordinator(strategy, name, read)
     wanted = distributed_of(found)
     return (strategy if wanted == first else start_strategy(wanted)), found
 

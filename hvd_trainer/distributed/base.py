@@ -164,6 +164,12 @@ class DistributedStrategy(abc.ABC):
     def elastic_commit(self) -> None:
         """Keep the elastic state in memory (and notice added or removed hosts); nothing to do here."""
 
+    def elastic_joined(self) -> Optional[dict]:
+        """What a running elastic job told this process when it joined it, until its first state sync (then
+        None); None for every process that started with the job. A joining process runs no collective
+        before that sync: the others are waiting in it."""
+        return None
+
     # ---- helpers -------------------------------------------------------------------------
     def return_first(self, fn: Callable) -> Callable:
         """Wrap fn so that rank 0 returns its result and the other ranks return None."""

@@ -64,8 +64,28 @@ class ElasticParticipant(Protocol):
     def model(self) -> Any:
         """The torch module whose parameters and buffers are broadcast at a sync."""
 
+    def join_package(self) -> Dict[str, Any]:
+        """What a process that joins the running job needs to set up without collectives (see `greet`)."""
 
-def make_state(hvd, participant: ElasticParticipant):
+
+#: The name of the first collective after every hvd.init() of an elastic job (see `greet`).
+JOIN_NAME = "hvd_trainer.elastic_join"
+
+
+def greet(hvd, package: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The first collective of every new world: each process sends what a newcomer needs to join (a process
+    that is new itself sends None); returns the first package sent, None when every process is new (the job's
+    start).
+
+    A process that joins a running job must reach its first state sync without any other collective (the
+    others are waiting in that sync): the package (the run directory, the data's metadata, the batch sizes,
+    what rank 0 read at the start) lets it set up on its own.
+    """
+    packages = hvd.allgather_object(package, name=JOIN_NAME)
+    return next((p for p in packages if p is not None), None)
+
+
+def make_state(hvd, participant: ElasticParticipant, on_synced: Callable[[], None]):
     """A horovod.common.elastic.State subclass instance around `participant` (built here: horovod is imported lazily)."""
     from horovod.common.elastic import State
 
@@ -75,6 +95,8 @@ def make_state(hvd, participant: ElasticParticipant):
                                                                            name="hvd_trainer.elastic_hosts"),
                              get_rank=hvd.rank)
             self.commits = 0
+            #: Whether this world has exchanged greetings (the processes' first world did, at hvd.init()).
+            self.greeted = True
             self._saved = participant.snapshot()
 
         def save(self) -> None:
@@ -84,20 +106,28 @@ def make_state(hvd, participant: ElasticParticipant):
         def restore(self) -> None:
             participant.apply(self._saved)
 
+        def reset(self) -> None:
+            self.greeted = False  # Horovod re-initialised: a new world, maybe with newcomers in it
+
         def sync(self) -> None:
+            if not self.greeted:
+                greet(hvd, participant.join_package())
+                self.greeted = True
             # Horovod: every rank continues from rank 0's weights and state.
             hvd.broadcast_parameters(participant.model().state_dict(), root_rank=0)
             participant.receive(hvd.broadcast_object(participant.shared() if hvd.rank() == 0 else None,
                                                      root_rank=0, name="hvd_trainer.elastic_state"))
+            on_synced()
 
     return TrainerState()
 
 
-def run_elastic(hvd, fn: Callable[[], T], participant: ElasticParticipant, on_state: Callable[[Any], None]) -> T:
+def run_elastic(hvd, fn: Callable[[], T], participant: ElasticParticipant, on_state: Callable[[Any], None],
+                on_synced: Callable[[], None]) -> T:
     """fn() inside hvd.elastic.run: re-run after every reset, from the restored or synced state."""
     from horovod.torch import elastic
 
-    state = make_state(hvd, participant)
+    state = make_state(hvd, participant, on_synced)
     on_state(state)
     try:
         return elastic.run(lambda s: fn())(state)
