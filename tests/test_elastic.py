@@ -148,3 +148,13 @@ def test_elastic_true_under_the_local_strategy_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="not started by an elastic launcher"):
         start_strategy(DistributedConfig.from_dict({"strategy": "local", "elastic": True}))
+
+
+def test_a_mid_epoch_elastic_position_folds_into_batches_for_a_fixed_job():
+    from hvd_trainer.resume import fold_offset
+
+    pt = ProgressTracker(epoch=1, steps=20, epoch_step=3, epoch_offset=180, batch_size=10, world_size=2)
+    folded = fold_offset(pt)
+    # 180 samples before the change + 3 batches x 10 x 2 ranks = 240 samples = 12 batches at 2 ranks.
+    assert (folded.epoch_offset, folded.epoch_step, folded.world_size) == (0, 12, 2)
+    assert fold_offset(ProgressTracker(epoch_step=4, batch_size=10, world_size=3)).epoch_step == 4
