@@ -60,7 +60,11 @@ class ElasticTraining:
         return False
 
     def commit(self) -> None:
+        """The commit after an evaluation's checkpoint; TensorBoard's buffered events reach the disk with it,
+        so that a lost rank 0 loses none of the curves a checkpoint already holds."""
         if self.elastic:
+            for writer in self.session.writers.values():
+                writer.flush()
             self.trainer.distributed.elastic_commit()
 
     def enter(self) -> None:
@@ -87,7 +91,8 @@ class ElasticTraining:
         if t.is_coordinator() and s.progress_bar is None:
             s.progress_bar = progress_bar(s.schedule.total_steps, pt.steps)
         elif s.progress_bar is not None:
-            s.progress_bar.total = s.schedule.total_steps
+            s.progress_bar.total, s.progress_bar.n = s.schedule.total_steps, pt.steps  # maybe rolled back
+            s.progress_bar.refresh()
         if old_size != size and t.is_coordinator():
             logger.info("Elastic: world size %d -> %d at step %d, LR %.4g -> %.4g", old_size, size, pt.steps,
                         old_lr, t.scheduler.get_last_lr()[0])

@@ -252,11 +252,13 @@ def test_below_min_np_past_the_timeout_ends_with_a_clear_error_and_resume_finish
     rc = job.finish()
     out = job.output()
     assert rc != 0, out[-5000:]
-    print(out[-3000:])
     run_dir = os.path.join(output, "starved_elastic")
+    # horovodrun's own error says what was missing; the run said at its start how to continue it.
+    assert "enough resources to run at least 3 Horovod processes" in out, out[-5000:]
+    assert f"python -m hvd_trainer train --resume {run_dir}" in out, out[-5000:]
     assert os.path.exists(os.path.join(run_dir, "model", "training_checkpoints", "latest.ckpt"))
     resumed = subprocess.run(cluster.on("h1", HOROVODRUN, "-np", "2", "-H", "h1:1,h2:1", "--gloo", "--disable-cache",
-                                        PYTHON, "-m", "hvd_trainer", "train", "--resume", run_dir),
+                                        PYTHON, "-m", "hvd_trainer", "train", "--resume", run_dir, "--dataset", digits),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
                              env=launch_env(cluster.job_env()), cwd=REPO)
     assert resumed.returncode == 0, strip_rank_prefixes(resumed.stdout)[-5000:]

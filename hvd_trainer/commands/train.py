@@ -65,6 +65,11 @@ def run(options: TrainOptions) -> int:
         layout = RunLayout(plan.choice.directory)
     else:
         layout = new_run_layout(options, strategy)
+    if strategy.is_elastic() and strategy.is_coordinator() and not joined:
+        logger.info("Elastic training: hosts may come and go. Should fewer than --min-np remain for longer than "
+                    "HOROVOD_ELASTIC_TIMEOUT, horovodrun ends the job (TimeoutException: '... enough resources to "
+                    "run at least N Horovod processes'); continue it with: python -m hvd_trainer train --resume %s",
+                    layout.root)
     return train_and_save(plan.job, options, strategy, layout, saved_metadata=plan.saved_metadata,
                           elastic_join_info={"found": plan, "run_root": layout.root}).exit_code
 

@@ -7,6 +7,7 @@ OUT_DIR/go, so that the test can change the world at a known step. Rank 0 writes
 at the end (the final tracker and the training rows).
 """
 import json
+import logging
 import os
 import sys
 import time
@@ -46,6 +47,7 @@ class Position(Callback):
 
 
 def main(out_dir, pause_at):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the trainer's lines (rank 0 logs them)
     strategy = init_dist_strategy("horovod", elastic=True, elastic_commit_steps=COMMIT_STEPS)
     columns = classification_columns(N_TRAIN, 0)
     columns["row"] = np.arange(N_TRAIN)
