@@ -158,3 +158,18 @@ def test_a_mid_epoch_elastic_position_folds_into_batches_for_a_fixed_job():
     # 180 samples before the change + 3 batches x 10 x 2 ranks = 240 samples = 12 batches at 2 ranks.
     assert (folded.epoch_offset, folded.epoch_step, folded.world_size) == (0, 12, 2)
     assert fold_offset(ProgressTracker(epoch_step=4, batch_size=10, world_size=3)).epoch_step == 4
+
+
+def test_the_static_discovery_script_lists_the_file_s_hosts(tmp_path):
+    import os
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "elastic", "discover_hosts_file.sh")
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("h1:2\n# h9:4 is away\n\nh2\n  h3:1  # spare\n")
+    r = subprocess.run(["bash", script], env={**os.environ, "HVD_ELASTIC_HOSTS": str(hosts)},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0 and r.stdout.split() == ["h1:2", "h2:1", "h3:1"], r.stderr
+    r = subprocess.run(["bash", script], env={**os.environ, "HVD_ELASTIC_HOSTS": str(tmp_path / "none.txt")},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode != 0 and "cannot read the hosts file" in r.stderr
