@@ -164,6 +164,11 @@ class DistributedStrategy(abc.ABC):
     def elastic_commit(self) -> None:
         """Keep the elastic state in memory (and notice added or removed hosts); nothing to do here."""
 
+    def is_membership_change(self, error: BaseException) -> bool:
+        """Whether `error` means the world is changing (a peer lost, hosts added) and must reach the elastic
+        run as it is, never deferred or wrapped; never here."""
+        return False
+
     def elastic_joined(self) -> Optional[dict]:
         """What a running elastic job told this process when it joined it, until its first state sync (then
         None); None for every process that started with the job. A joining process runs no collective

@@ -351,6 +351,13 @@ class HorovodStrategy(DistributedStrategy):
             return fn()
         return run_elastic(self._hvd, fn, participant, self._set_elastic_state, self._synced)
 
+    def is_membership_change(self, error: BaseException) -> bool:
+        if not self.elastic:
+            return False
+        from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
+
+        return isinstance(error, (HorovodInternalError, HostsUpdatedInterrupt))
+
     def elastic_joined(self) -> Optional[dict]:
         return _joined
 
