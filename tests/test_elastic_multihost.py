@@ -228,14 +228,22 @@ def test_losing_the_host_of_rank_0_leaves_a_complete_run(cluster, digits, tmp_pa
     job = ElasticJob(cluster, tmp_path, ["h1", "h2", "h3"], train_command(digits, str(tmp_path / "out"), "rank0"),
                      np=3, min_np=2, max_np=3)
     wait_for_evaluations(job, 2)
-    job.set_hosts(["h2", "h3"])
-    assert job.kill_worker("h1", "hvd_trainer train") >= 1
+    # Horovod does not give rank 0 to the first host listed: rank 0 is the one whose TensorBoard file
+    # (events.out.tfevents.<time>.<host>.<pid>.0, flushed at each evaluation) is there.
+    logs = tmp_path / "out" / "rank0_elastic" / "model" / "logs" / "training"
+    first_writers = {name.split(".")[4] for name in os.listdir(logs)}
+    assert len(first_writers) == 1, first_writers
+    rank0_host = first_writers.pop()
+    job.set_hosts([h for h in ("h1", "h2", "h3") if h != rank0_host])
+    assert job.kill_worker(rank0_host, "hvd_trainer train") >= 1
     rc = job.finish()
     out = job.output()
     assert rc == 0, out[-5000:]
-    # The new rank 0 speaks (it was quiet as rank 1 or 2) and writes the run's files.
+    # The new rank 0 speaks (it was quiet as rank 1 or 2) and writes the run's files and TensorBoard.
     assert "Elastic: world size 3 -> 2 at step" in out, out[-5000:]
     assert "Finished: " in out, out[-5000:]
+    writers = {name.split(".")[4] for name in os.listdir(logs)}
+    assert rank0_host in writers and len(writers) == 2, writers
     files = run_files(str(tmp_path / "out" / "rank0_elastic"))
     assert files["progress"]["world_size"] == 2 and files["progress"]["epoch"] == EPOCHS
     steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
