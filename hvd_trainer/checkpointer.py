@@ -62,7 +62,8 @@ class Checkpointer:
 
         Rank 0 creates the model directory first; if it cannot, every rank raises the same error.
         """
-        run_on_coordinator(distributed, "hvd_trainer.make_run_directory", lambda: make_run_directory(layout.model_dir))
+        if distributed.elastic_joined() is None:  # a process joining an elastic job: rank 0 made it long ago
+            run_on_coordinator(distributed, "hvd_trainer.make_run_directory", lambda: make_run_directory(layout.model_dir))
         # The uncompiled module: torch.compile's wrapper prefixes every state_dict key with _orig_mod.
         handle = distributed.create_checkpoint_handle(model, optimizer, scheduler, scaler=scaler)
         manager = CheckpointManager(handle, layout.checkpoints_dir, distributed, background=background)

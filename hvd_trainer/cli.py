@@ -21,6 +21,8 @@ QUIET_LIBRARIES = ("matplotlib", "PIL")
 
 def setup_logging(level: str, rank: int = 0) -> None:
     """Messages only, on stderr; ranks other than 0 show warnings and above unless debugging."""
+    # Kept for elastic training, where a process may become rank 0 later (elastic_training.py).
+    logging.getLogger().hvd_trainer_coordinator_level = getattr(logging, level.upper())
     if rank != 0 and level != "debug":
         level = "warning"
     logging.basicConfig(level=getattr(logging, level.upper()), format="%(message)s", stream=sys.stderr)

@@ -239,6 +239,12 @@ class DistributedConfig:
     compression: str = setting("none", "Gradient compression on the wire.", choices=("none", "fp16"))
     op: str = setting("average", "Gradient reduction.", choices=("average", "sum", "adasum"))
     horovod: HorovodConfig = field(default_factory=HorovodConfig, metadata={"help": "Horovod's knobs (cycle time, fusion, autotune, timeline)."})
+    elastic: Optional[bool] = setting(
+        None, "Elastic training (survive a lost host, grow when one is added): null follows the launcher "
+        "(horovodrun --min-np/--max-np --host-discovery-script sets HOROVOD_ELASTIC=1), true requires it, false turns it off.")
+    elastic_commit_steps: int = setting(
+        100, "Under elastic training, optimizer steps between two in-memory commits of the state (also at every "
+        "evaluation); a lost host costs at most this many steps.", min=1)
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "DistributedConfig":

@@ -80,6 +80,11 @@ class Control:
         self._next_step = self.optimizer_steps
         self._clock = None
 
+    def forget_pending(self) -> None:
+        """The world changed (elastic training): an agreement in flight belongs to the old one."""
+        self._pending, self._clock = None, None
+        self._spacing, self._next_step = self.first_steps, self.optimizer_steps
+
     def pause(self) -> None:
         """Training pauses (an evaluation, the end of an epoch): that time is not step time."""
         self._clock = None

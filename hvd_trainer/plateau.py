@@ -7,6 +7,7 @@ import math
 from typing import Callable, NamedTuple, Optional, Tuple
 
 from hvd_trainer.errors import ConfigError
+from hvd_trainer.features import higher_is_better
 
 
 def improves(value: Optional[float], best: float, higher_better: bool) -> bool:
@@ -43,7 +44,8 @@ def plateau_update(value: float, state: Plateau, patience: int, higher_better: b
     return Plateau(best, since_improvement, 0 if act else since_action), act
 
 
-def increase_batch_size_on_plateau(pt, cfg, validation_field: str, higher_better: Callable[[str], bool]) -> Optional[int]:
+def increase_batch_size_on_plateau(pt, cfg, validation_field: str,
+                                   higher_better: Callable[[str], bool] = higher_is_better) -> Optional[int]:
     """Ludwig's increase_batch_size_on_plateau rule, folded over one evaluation of the watched metric.
 
     Updates the tracker's counters (and its batch_size when the rule acts); returns the old batch

@@ -24,6 +24,9 @@ class ProgressTracker:
     checkpoint_number: int = 0
     #: Batches already taken in the current epoch (a resume continues from the next one).
     epoch_step: int = 0
+    #: Samples of the epoch's order trained on before its batches were last dealt (elastic training: a
+    #: world of another size took them); epoch_step counts batches from there.
+    epoch_offset: int = 0
     #: World size of the run that wrote this tracker (a resume at another size logs it).
     world_size: int = 1
     total_tokens_used: int = 0

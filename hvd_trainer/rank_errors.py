@@ -48,6 +48,8 @@ class DeferredErrors:
         """`with errors:` records what the block raises, unless there is no other rank to wait (one process)."""
         if error is None or not isinstance(error, Exception) or self.distributed.size() == 1:
             return False
+        if self.distributed.is_membership_change(error):
+            return False  # elastic training: every rank meets it now, and Horovod's elastic run handles it
         self.record(error)
         return True
 

@@ -94,6 +94,16 @@ def remap(progress: ProgressTracker, old_size: int, new_size: int, batches_per_e
     return dataclasses.replace(progress, epoch_step=min(new_step, batches_per_epoch), world_size=new_size)
 
 
+def fold_offset(progress: ProgressTracker) -> ProgressTracker:
+    """A checkpoint that an elastic run wrote after a world size change in mid-epoch, for a job that deals
+    whole epochs: the epoch's position as batches at the tracker's world size (rounded up, as `remap`)."""
+    if not progress.batch_size:
+        return dataclasses.replace(progress, epoch_offset=0)
+    samples = progress.epoch_offset + progress.epoch_step * progress.batch_size * progress.world_size
+    return dataclasses.replace(progress, epoch_offset=0,
+                               epoch_step=math.ceil(samples / (progress.batch_size * progress.world_size)))
+
+
 def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler, config: TrainerConfig,
                      batches_per_epoch: int, distributed: DistributedStrategy,
                      base_lr: float) -> Tuple[ProgressTracker, Schedule]:
@@ -105,6 +115,8 @@ def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler,
     """
     size = distributed.size()
     resized = resumed is not None and pt.world_size != size
+    if pt.epoch_offset and not distributed.is_elastic():
+        pt = fold_offset(pt)  # a fixed job deals whole epochs only
     if resized:
         remapped = remap(pt, pt.world_size, size, batches_per_epoch)
         if distributed.is_coordinator():

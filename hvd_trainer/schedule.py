@@ -33,18 +33,23 @@ class Schedule:
     early_stopping_steps: int
 
     @classmethod
-    def of(cls, config: TrainerConfig, batches_per_epoch: int,
-           progress: Optional[ProgressTracker] = None) -> "Schedule":
+    def of(cls, config: TrainerConfig, batches_per_epoch: int, progress: Optional[ProgressTracker] = None,
+           batches_this_epoch: Optional[int] = None) -> "Schedule":
         """The schedule of a run at `progress` (None: not started) with `batches_per_epoch` from now on.
 
         Without train_steps the run ends after config.epochs epochs: the steps already taken plus
         what the remaining epochs take at today's steps per epoch (for a fresh run, epochs x steps).
+        batches_this_epoch: the current epoch's batches when they were dealt from a sample offset
+        (elastic training changed the world size in it), counted like epoch_step.
         """
         accumulation = config.gradient_accumulation_steps_resolved()
         steps_per_epoch = -(-batches_per_epoch // accumulation)
         steps, epoch, epoch_batch = (progress.steps, progress.epoch, progress.epoch_step) if progress else (0, 0, 0)
         if config.train_steps:
             total = config.train_steps
+        elif progress is not None and progress.epoch_offset and batches_this_epoch is not None:
+            rest_of_epoch = -(-max(0, batches_this_epoch - epoch_batch) // accumulation) if epoch < config.epochs else 0
+            total = steps + rest_of_epoch + max(0, config.epochs - epoch - 1) * steps_per_epoch
         else:
             # The tracker's epoch_step counts batches; the steps they took, rounded up.
             total = steps + max(0, (config.epochs - epoch) * steps_per_epoch - -(-epoch_batch // accumulation))

@@ -34,6 +34,8 @@ class TrainingSession:
     progress_bar: Any = None
     #: The latest evaluation's {split: {feature: {metric: value}}}, for rank 0's line (hvd_trainer.console).
     last_evaluation: Any = None
+    #: The elastic state of this train() call (elastic_training.py; a no-op for a static world).
+    elastic: Any = None
     start_time: float = field(default_factory=time.time)
 
     def save_progress(self, learning_rate: float) -> None:
@@ -43,6 +45,17 @@ class TrainingSession:
         pt.elapsed_time += now - self.start_time
         self.start_time = now
         self.checkpointer.save_progress(pt)
+
+    def rescale_schedule(self, config, scheduler) -> None:
+        """The batch size grew on a plateau: fewer steps per epoch, same number of epochs."""
+        pt = self.progress_tracker
+        self.schedule = schedule = Schedule.of(config, self.batcher.steps_per_epoch, pt,
+                                               self.batcher.batches_from(pt.epoch_offset))
+        scheduler.reset(schedule.steps_per_evaluation, schedule.total_steps)
+        if self.progress_bar is not None:
+            self.progress_bar.total = schedule.total_steps
+        # Evaluations stay on multiples of the new spacing, counted from here.
+        self.next_evaluation = pt.steps + schedule.steps_per_evaluation
 
     def close(self) -> None:
         """Event files and the progress bar closed; every checkpoint on disk (a write error is raised, or logged while another error is in flight)."""

@@ -22,13 +22,13 @@ from hvd_trainer.checkpointer import Checkpointer
 from hvd_trainer.config import TrainerConfig
 from hvd_trainer.control import Control
 from hvd_trainer.data.dataset import Dataset
+from hvd_trainer.elastic_training import ElasticTraining
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
 from hvd_trainer.errors import ConfigError, DataError
 from hvd_trainer.evaluation import Evaluator, check_weights_finite
 from hvd_trainer.lr_scheduler import LRScheduler
 from hvd_trainer.ludwig_trainer_api import LudwigTrainerAPI
 from hvd_trainer.models.base import COMBINED, BaseModel
-from hvd_trainer.features import higher_is_better
 from hvd_trainer.metric_checks import check_metric_references
 from hvd_trainer.metrics import LOSS
 from hvd_trainer.mlflow_callback import configured_callbacks
@@ -37,7 +37,6 @@ from hvd_trainer.plateau import increase_batch_size_on_plateau
 from hvd_trainer.progress import ProgressTracker
 from hvd_trainer.resume import Resumed, restore_schedule, resume
 from hvd_trainer.run_layout import RunLayout
-from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession
 from hvd_trainer.step import TrainStep
 from hvd_trainer.summary import NullSummaryWriter, create_summary_writers, write_step_summary
@@ -166,7 +165,7 @@ class Trainer(LudwigTrainerAPI):
             try:
                 self.callback(lambda c: c.on_trainer_train_setup(self, save_path, self.is_coordinator()),
                               coordinator_only=False)
-                self._run(session)
+                self.distributed.run_elastic(lambda: self._run(session), ElasticTraining.attach(self, session))
                 session.checkpointer.finish()
             finally:
                 # Every checkpoint on disk before train() returns, raises or the process exits.
@@ -190,8 +189,11 @@ class Trainer(LudwigTrainerAPI):
                                             self.optimizer, self.scheduler, self.scaler,
                                             self.config.checkpoint_in_background, self.skip_save_model,
                                             self.skip_save_progress)
+        joined = self.distributed.elastic_joined()  # joining a running elastic job: no collective before its sync
+        if joined:
+            self.batch_size, self.eval_batch_size = joined["batch_size"], joined["eval_batch_size"]
         resumed = resume(checkpointer.manager, checkpointer.progress_path, self.distributed, self.model,
-                         self.optimizer, self.scheduler) if self.resume else None
+                         self.optimizer, self.scheduler) if self.resume and not joined else None
         checkpointer.has_latest = resumed is not None
         pt = self._choose_batch_sizes(training_set, resumed)
         batcher = training_set.initialize_batcher(pt.batch_size, self.config.should_shuffle, self.random_seed,
@@ -203,7 +205,7 @@ class Trainer(LudwigTrainerAPI):
                                         self.distributed, self.base_learning_rate)
         if resumed:
             self.callback(lambda c: c.on_resume_training(self.is_coordinator()))
-        else:
+        elif not joined:
             # Horovod: every rank starts from rank 0's weights and optimizer state.
             self.distributed.sync_model(self.model)
             self.distributed.sync_optimizer(self.optimizer)
@@ -240,14 +242,15 @@ class Trainer(LudwigTrainerAPI):
                                world_size=self.distributed.size())
 
     def _run(self, session: TrainingSession) -> None:
+        session.elastic.enter()  # elastic training: (re)started in a world that may have changed
         pt = session.progress_tracker
         should_stop = False
         while pt.steps < session.schedule.total_steps and not should_stop:
             batcher = session.batcher
-            batcher.set_epoch(pt.epoch, pt.batch_size)
+            batcher.set_epoch(pt.epoch, pt.batch_size, pt.epoch_offset)
             if batcher.steps_per_epoch != session.schedule.batches_per_epoch:
-                self._rescale_schedule(session)
-            if pt.epoch_step:
+                session.rescale_schedule(self.config, self.scheduler)
+            if pt.epoch_step or pt.epoch_offset:
                 batcher.skip(pt.epoch_step)
             else:
                 self.model.reset_metrics()
@@ -262,16 +265,6 @@ class Trainer(LudwigTrainerAPI):
         if self.stop_reason is None and pt.steps != last_evaluated and not should_stop:
             # The last steps did not end on an evaluation boundary: evaluate and save them too.
             self._evaluate_and_checkpoint(session)
-
-    def _rescale_schedule(self, session: TrainingSession) -> None:
-        """The batch size grew on a plateau: fewer steps per epoch, same number of epochs."""
-        pt = session.progress_tracker
-        session.schedule = schedule = Schedule.of(self.config, session.batcher.steps_per_epoch, pt)
-        self.scheduler.reset(schedule.steps_per_evaluation, schedule.total_steps)
-        if session.progress_bar is not None:
-            session.progress_bar.total = schedule.total_steps
-        # Evaluations stay on multiples of the new spacing, counted from here.
-        session.next_evaluation = pt.steps + schedule.steps_per_evaluation
 
     def _train_loop(self, session: TrainingSession) -> bool:
         """Up to one epoch of batches; returns True when training must stop.
@@ -309,7 +302,7 @@ class Trainer(LudwigTrainerAPI):
                 pt.steps += 1
                 if epoch_done:
                     # Count the epoch as done now, so a checkpoint taken at this step resumes in the next one.
-                    pt.epoch, pt.epoch_step = pt.epoch + 1, 0
+                    pt.epoch, pt.epoch_step, pt.epoch_offset = pt.epoch + 1, 0, 0
                 if agree:  # what the ranks agreed: an error on a NaN anywhere, or a stop at a signal
                     decision = control.collect()
                     decision.raise_if_diverged(pt.epoch, session.checkpointer.last_good_hint())
@@ -327,7 +320,7 @@ class Trainer(LudwigTrainerAPI):
             if self.stop_reason is not None:
                 self._save_on_stop(session)
                 return True
-            if pt.steps >= session.next_evaluation:
+            if session.elastic.evaluation_due(pt.steps, session.next_evaluation):  # else maybe an elastic commit
                 session.next_evaluation += session.schedule.steps_per_evaluation
                 if self._evaluate_and_checkpoint(session):
                     return True
@@ -338,6 +331,7 @@ class Trainer(LudwigTrainerAPI):
         should_break = self.run_evaluation(session)
         session.save_progress(self.scheduler.get_last_lr()[0])
         self.callback(lambda c: c.on_checkpoint(self, session.progress_tracker))
+        session.elastic.commit()
         return should_break
 
     def _save_on_stop(self, session: TrainingSession) -> None:
@@ -409,7 +403,7 @@ class Trainer(LudwigTrainerAPI):
 
     def increase_batch_size(self, pt: ProgressTracker, validation_field: str) -> None:
         """Grow the batch size after a plateau of the watched metric (Ludwig's rules, in plateau.py)."""
-        old = increase_batch_size_on_plateau(pt, self.config, validation_field, higher_is_better)
+        old = increase_batch_size_on_plateau(pt, self.config, validation_field)
         if old is not None and self.is_coordinator():
             logger.info("Batch size %d -> %d: %s %s has not improved for %d evaluation(s).", old, pt.batch_size,
                         self.config.increase_batch_size_eval_split, self.config.increase_batch_size_eval_metric,

@@ -78,11 +78,12 @@ EXPECTED_PLACEMENT = {
 class Cluster:
     """A netns cluster started by scripts/netns_cluster_up.sh under a prefix of its own."""
 
-    def __init__(self, prefix: str, num_hosts: int = 2):
+    def __init__(self, prefix: str, num_hosts: int = 2, subnet: str = "10.213.47"):
         self.prefix = prefix
         self.num_hosts = num_hosts
+        self.subnet = subnet
         self.state = os.path.join("/tmp", "hvd_trainer_netns", prefix)
-        self.env = {"HVD_NETNS_PREFIX": prefix, "HVD_NETNS_STATE": self.state, "HVD_NETNS_SUBNET": "10.213.47"}
+        self.env = {"HVD_NETNS_PREFIX": prefix, "HVD_NETNS_STATE": self.state, "HVD_NETNS_SUBNET": subnet}
 
     def script_env(self) -> dict:
         env = dict(os.environ)

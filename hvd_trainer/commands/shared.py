@@ -13,6 +13,7 @@ from hvd_trainer.checkpoint import atomic_write_text
 from hvd_trainer.config import DistributedConfig
 from hvd_trainer.coordinator import run_on_coordinator
 from hvd_trainer.distributed import DistributedStrategy, init_dist_strategy
+from hvd_trainer.distributed.elastic import elastic_requested
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.job import command_line_distributed
 
@@ -23,8 +24,11 @@ def start_strategy(distributed: DistributedConfig) -> DistributedStrategy:
     """Initialise the configured strategy; ranks other than 0 then log warnings only."""
     # compression, op and Horovod's knobs only mean something to Horovod; the local strategy takes no options.
     kwargs = {} if distributed.strategy == "local" else {
-        "compression": distributed.compression, "op": distributed.op, "horovod": distributed.horovod}
+        "compression": distributed.compression, "op": distributed.op, "horovod": distributed.horovod,
+        "elastic": distributed.elastic, "elastic_commit_steps": distributed.elastic_commit_steps}
     strategy = init_dist_strategy(distributed.strategy, **kwargs)
+    if distributed.elastic and not strategy.is_elastic():
+        elastic_requested(True, {})  # distributed.elastic: true without Horovod: the same clear error
     _quiet_other_ranks(strategy.rank())
     return strategy
 
@@ -40,7 +44,8 @@ def start_and_agree(overrides: Sequence[str], name: str, read: Callable[[], T],
     """
     first = command_line_distributed(overrides)
     strategy = start_strategy(first)
-    found = run_on_coordinator(strategy, name, read)
+    joined = strategy.elastic_joined()  # a process joining a running elastic job: what rank 0 read at its start
+    found = joined["found"] if joined and "found" in joined else run_on_coordinator(strategy, name, read)
     wanted = distributed_of(found)
     return (strategy if wanted == first else start_strategy(wanted)), found
 
@@ -48,8 +53,12 @@ def start_and_agree(overrides: Sequence[str], name: str, read: Callable[[], T],
 def _quiet_other_ranks(rank: int) -> None:
     # The CLI set the level from the launcher's variables; the strategy's rank is the final
     # word (a launcher whose variables hvd_trainer does not read sets none).
-    if rank != 0 and logging.getLogger().level > logging.DEBUG:
-        logging.getLogger().setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if rank != 0 and root.level > logging.DEBUG:
+        # Kept for elastic training, where this process may become rank 0 (elastic_training.py).
+        if not hasattr(root, "hvd_trainer_coordinator_level"):
+            root.hvd_trainer_coordinator_level = root.level
+        root.setLevel(logging.WARNING)
 
 
 def seed_everything(seed: int) -> None:

@@ -59,11 +59,20 @@ class TrainResult:
 def run(options: TrainOptions) -> int:
     strategy, plan = start_and_agree(options.all_overrides(), "hvd_trainer.train_plan", lambda: plan_run(options),
                                      lambda found: found.job.distributed)
-    if plan.choice.directory is not None:
+    joined = strategy.elastic_joined()
+    if joined:
+        layout = RunLayout(joined["run_root"])  # joining a running elastic job: its run directory
+    elif plan.choice.directory is not None:
         layout = RunLayout(plan.choice.directory)
     else:
         layout = new_run_layout(options, strategy)
-    return train_and_save(plan.job, options, strategy, layout, saved_metadata=plan.saved_metadata).exit_code
+    if strategy.is_elastic() and strategy.is_coordinator() and not joined:
+        logger.info("Elastic training: hosts may come and go. Should fewer than --min-np remain for longer than "
+                    "HOROVOD_ELASTIC_TIMEOUT, horovodrun ends the job (TimeoutException: '... enough resources to "
+                    "run at least N Horovod processes'); continue it with: python -m hvd_trainer train --resume %s",
+                    layout.root)
+    return train_and_save(plan.job, options, strategy, layout, saved_metadata=plan.saved_metadata,
+                          elastic_join_info={"found": plan, "run_root": layout.root}).exit_code
 
 
 def plan_run(options: TrainOptions) -> RunPlan:
@@ -105,24 +114,29 @@ def _create_run_directory(options: TrainOptions) -> RunLayout:
 
 
 def train_and_save(job: JobConfig, options: TrainOptions, strategy: DistributedStrategy, layout: RunLayout,
-                   saved_metadata: Optional[Dict[str, Any]] = None) -> TrainResult:
+                   saved_metadata: Optional[Dict[str, Any]] = None,
+                   elastic_join_info: Optional[Dict[str, Any]] = None) -> TrainResult:
     """Load the data, build the model, record the run's start, train, and record its end.
 
     saved_metadata: the metadata of the run in `layout` to resume (rank 0's, broadcast); None
-    starts a new run.
+    starts a new run. elastic_join_info: what a process that joins this (elastic) job later needs
+    (distributed/elastic.py's greet); a process that is joining gets the running job's instead.
     """
     from hvd_trainer.mlflow_callback import require_mlflow
     from hvd_trainer.trainer import Trainer
 
-    if job.trainer.mlflow.tracking_uri:  # only rank 0 logs, so only its installed packages matter
+    joined = strategy.elastic_joined()
+    if job.trainer.mlflow.tracking_uri and not joined:  # only rank 0 logs: its installed packages matter
         run_on_coordinator(strategy, "hvd_trainer.mlflow_installed", require_mlflow)
-    datasets, metadata, model = _data_and_model(job, options, strategy, saved_metadata)
-    run_on_coordinator(strategy, "hvd_trainer.run_start",
-                       lambda: _record_start(job, options, layout, strategy.size(), metadata))
+    datasets, metadata, model = _data_and_model(job, options, strategy, joined["metadata"] if joined else saved_metadata)
+    if not joined:
+        run_on_coordinator(strategy, "hvd_trainer.run_start",
+                           lambda: _record_start(job, options, layout, strategy.size(), metadata))
 
     trainer = Trainer(job.trainer, model, resume=saved_metadata is not None, skip_save_model=options.skip_save_model,
                       skip_save_progress=options.skip_save_progress, skip_save_log=options.skip_save_log,
                       random_seed=options.random_seed, distributed=strategy)
+    trainer.elastic_join_info = dict(elastic_join_info or {}, metadata=metadata)
     _, train_stats, validation_stats, test_stats = trainer.train(*datasets, save_path=layout.model_dir)
     code = exit_code_for(trainer.stop_reason)
     stats = {"training": train_stats, "validation": validation_stats, "test": test_stats}
@@ -137,12 +151,15 @@ def _data_and_model(job: JobConfig, options: TrainOptions, strategy: Distributed
                     saved_metadata: Optional[Dict[str, Any]]):
     """((train, validation, test), metadata, model); a resumed run reuses its saved metadata."""
     from hvd_trainer.data.pipeline import check_enough_rows, load_training_data
+    from hvd_trainer.distributed import LocalStrategy
     from hvd_trainer.models.feature_model import build_model
 
+    # A process joining a running elastic job loads on its own (the others wait in a state sync).
+    loader = LocalStrategy() if strategy.elastic_joined() else strategy
     train, validation, test, metadata = load_training_data(
-        job.model, strategy, dataset=options.dataset, training_set=options.training_set,
+        job.model, loader, dataset=options.dataset, training_set=options.training_set,
         validation_set=options.validation_set, test_set=options.test_set, random_seed=options.random_seed,
-        metadata=saved_metadata)
+        metadata=saved_metadata, shard=not strategy.is_elastic())  # elastic: a new world re-deals every row
     check_enough_rows(train.global_size(strategy), strategy.size(), job.trainer.batch_size)
     seed_everything(options.random_seed)
     return (train, validation, test), metadata, build_model(job.model, metadata)

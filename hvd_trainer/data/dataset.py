@@ -107,6 +107,7 @@ class Batcher:
             self.shard_len = len(range(self.rank, n, self.size))
         self.epoch = 0
         self.step = 0
+        self.offset = 0
         self.batch_size = int(batch_size)
         self._order: Optional[np.ndarray] = None
         self.set_epoch(0, batch_size)
@@ -126,33 +127,70 @@ class Batcher:
                 order = np.resize(order, self.shard_len)
             return order
         if self.training:
-            # Pad the epoch's order to a multiple of the world size, then deal round-robin.
-            total = self.shard_len * self.size
-            if n and total > n:
-                order = np.resize(order, total)
+            return deal(order, self.offset, self.rank, self.size)
         return order[self.rank :: self.size]
 
-    def set_epoch(self, epoch: int, batch_size: Optional[int] = None) -> None:
-        """Start epoch `epoch` (0-based) from its first batch, optionally with a new batch size."""
+    def set_epoch(self, epoch: int, batch_size: Optional[int] = None, offset: int = 0) -> None:
+        """Start epoch `epoch` (0-based) from its first batch, optionally with a new batch size.
+
+        offset: the first `offset` samples of the epoch's order were already trained on (by a world of
+        another size, before an elastic membership change); the rest is dealt over this world.
+        """
         if batch_size is not None:
             if int(batch_size) < 1:
                 raise DataError(f"The batch size must be at least 1, not {batch_size}.")
             self.batch_size = int(batch_size)
+        if offset and (self.dataset.sharded or not self.training):
+            raise DataError("Only an unsharded training set can start an epoch at a sample offset (elastic training).")
+        self.offset = min(int(offset), len(self.dataset))
         # Read twice per training step (last_batch), so computed here, where the batch size changes.
         self._steps_per_epoch = math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
+        self._steps_this_epoch = self.batches_from(self.offset)
         self.epoch = epoch
         self.step = 0
         self._order = self._epoch_order(epoch)
 
+    def batches_from(self, offset: int) -> int:
+        """This epoch's batches per rank when its first `offset` samples were trained on already."""
+        if not offset:
+            return self._steps_per_epoch
+        rows = math.ceil((len(self.dataset) - min(offset, len(self.dataset))) / self.size)
+        return math.ceil(rows / self.batch_size)
+
+    def samples_consumed(self) -> int:
+        """Samples of this epoch's order trained on by the whole world so far (offset included)."""
+        return consumed_samples(self.offset, self.step, self.batch_size, self.size, len(self.dataset))
+
     def skip(self, steps: int) -> None:
         """Move forward `steps` batches in this epoch (resuming in the middle of an epoch)."""
-        self.step = min(self.step + steps, self.steps_per_epoch)
+        self.step = min(self.step + steps, self._steps_this_epoch)
 
     def last_batch(self) -> bool:
-        return self.step >= self._steps_per_epoch
+        return self.step >= self._steps_this_epoch
 
     def next_batch(self) -> Dict[str, np.ndarray]:
         start = self.step * self.batch_size
         index = self._order[start : start + self.batch_size]
         self.step += 1
         return self.dataset.take(index)
+
+
+# ---- where an epoch stands across world sizes (elastic training) ----------------------------------
+def deal(order: np.ndarray, offset: int, rank: int, size: int) -> np.ndarray:
+    """Rank `rank`'s part of the epoch order after its first `offset` entries (already trained on).
+
+    The rest is padded (wrapping around its own start) to a multiple of `size` and dealt
+    round-robin, so that every rank has the same number of batches. In lockstep, the ranks' first
+    k batches of b samples then cover exactly the next k*b*size entries of the order: where an
+    epoch stands is one number, the samples consumed, whatever the world size was.
+    """
+    rest = order[offset:]
+    total = math.ceil(len(rest) / size) * size
+    if len(rest) and total > len(rest):
+        rest = np.resize(rest, total)
+    return rest[rank::size]
+
+
+def consumed_samples(offset: int, batches: int, batch_size: int, size: int, n: int) -> int:
+    """Samples of the epoch order consumed after `batches` lockstep batches dealt from `offset` (at most n)."""
+    return min(n, offset + batches * batch_size * size)

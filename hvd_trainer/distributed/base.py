@@ -30,6 +30,8 @@ class DistributedStrategy(abc.ABC):
     """How ranks of a data-parallel job talk to each other."""
 
     name: str = "abstract"
+    #: Optimizer steps between two in-memory commits of an elastic job (distributed.elastic_commit_steps).
+    elastic_commit_steps: int = 100
 
     # ---- world ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -148,6 +150,30 @@ class DistributedStrategy(abc.ABC):
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad()
+
+    # ---- elastic training ----------------------------------------------------------------
+    def is_elastic(self) -> bool:
+        """Whether the world may shrink or grow during training (Horovod's elastic mode); never here."""
+        return False
+
+    def run_elastic(self, fn: Callable[[], Any], participant: Any) -> Any:
+        """fn() for a static world; an elastic backend re-runs it after each membership change (see
+        distributed/elastic.py for `participant`)."""
+        return fn()
+
+    def elastic_commit(self) -> None:
+        """Keep the elastic state in memory (and notice added or removed hosts); nothing to do here."""
+
+    def is_membership_change(self, error: BaseException) -> bool:
+        """Whether `error` means the world is changing (a peer lost, hosts added) and must reach the elastic
+        run as it is, never deferred or wrapped; never here."""
+        return False
+
+    def elastic_joined(self) -> Optional[dict]:
+        """What a running elastic job told this process when it joined it, until its first state sync (then
+        None); None for every process that started with the job. A joining process runs no collective
+        before that sync: the others are waiting in it."""
+        return None
 
     # ---- helpers -------------------------------------------------------------------------
     def return_first(self, fn: Callable) -> Callable:

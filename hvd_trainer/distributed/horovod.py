@@ -17,6 +17,7 @@ import torch
 
 from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
+from hvd_trainer.distributed.elastic import ELASTIC_ENV, elastic_requested, greet, run_elastic
 from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
 from hvd_trainer.errors import ConfigError, LaunchError
@@ -28,6 +29,9 @@ OPTIMIZER_OPS = ("average", "sum", "adasum")
 
 _initialized = False
 _knobs_in_effect: Optional[Knobs] = None  # the knobs of the hvd.init() that ran in this process
+#: What a running elastic job sent this process when it joined (distributed/elastic.py's greet); None
+#: once its first state sync is done, and for every process that started with the job.
+_joined: Optional[dict] = None
 
 
 def import_horovod_torch():
@@ -56,7 +60,7 @@ def _horovod_is_initialized(hvd) -> bool:
 
 
 def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
-    global _initialized, _knobs_in_effect
+    global _initialized, _knobs_in_effect, _joined
     if _horovod_is_initialized(hvd):
         return
     # Horovod: its background thread reads HOROVOD_* when hvd.init() starts it, and Open MPI reads
@@ -85,6 +89,8 @@ def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
     else:
         hvd.init()
     _initialized = True
+    if os.environ.get(ELASTIC_ENV) == "1":
+        _joined = greet(hvd, None)  # every process of an elastic job greets its first world (a newcomer: a package)
 
 
 def gpu_for_local_rank(local_rank: int, local_size: int, device_count: int) -> int:
@@ -139,10 +145,15 @@ class HorovodStrategy(DistributedStrategy):
     name = "horovod"
 
     def __init__(self, compression: str = "none", op: str = "average", set_threads: bool = True,
-                 horovod: Optional[HorovodConfig] = None):
+                 horovod: Optional[HorovodConfig] = None, elastic: Optional[bool] = None,
+                 elastic_commit_steps: int = DistributedStrategy.elastic_commit_steps):
         """horovod: the `distributed.horovod` section (None: every knob chosen by the trainer);
-        set_threads=False leaves torch's thread count alone."""
+        set_threads=False leaves torch's thread count alone; elastic: `distributed.elastic`
+        (None: elastic exactly when horovodrun's elastic mode launched this process)."""
         _check_options(compression, op)
+        self.elastic = elastic_requested(elastic)
+        self.elastic_commit_steps = elastic_commit_steps
+        self._elastic_state = None
         self.compression = compression
         self.op = op
         self._hvd = hvd = import_horovod_torch()
@@ -330,6 +341,37 @@ class HorovodStrategy(DistributedStrategy):
 
     def step(self, optimizer: torch.optim.Optimizer, closure: Optional[Callable] = None) -> Any:
         return optimizer.step(closure)
+
+    # ---- elastic training ----------------------------------------------------------------
+    def is_elastic(self) -> bool:
+        return self.elastic
+
+    def run_elastic(self, fn: Callable[[], Any], participant: Any) -> Any:
+        if not self.elastic:
+            return fn()
+        return run_elastic(self._hvd, fn, participant, self._set_elastic_state, self._synced)
+
+    def is_membership_change(self, error: BaseException) -> bool:
+        if not self.elastic:
+            return False
+        from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
+
+        return isinstance(error, (HorovodInternalError, HostsUpdatedInterrupt))
+
+    def elastic_joined(self) -> Optional[dict]:
+        return _joined
+
+    @staticmethod
+    def _synced() -> None:
+        global _joined
+        _joined = None  # this process holds the job's state now: a member like any other
+
+    def _set_elastic_state(self, state) -> None:
+        self._elastic_state = state
+
+    def elastic_commit(self) -> None:
+        if self._elastic_state is not None:
+            self._elastic_state.commit()
 
     @classmethod
     def is_available(cls) -> bool:

@@ -1,0 +1,164 @@
+"""Elastic training, the trainer's side: what a commit keeps, and how the loop carries on in a new world.
+
+The strategy (distributed/elastic.py) runs the loop inside Horovod's elastic run and calls back here:
+`snapshot`/`apply` at a commit and a restore, `shared`/`receive` at a sync from rank 0, and `enter`
+each time the loop (re)starts. `enter` is where a membership change is absorbed:
+
+- the data: the epoch's position is a number of samples (`Batcher.samples_consumed`: in lockstep the
+  world's first k batches cover the first k x batch x world entries of the epoch's order), so the
+  rest of the epoch is dealt over the new world from there: no sample of the epoch is skipped and
+  none is trained on twice (beyond the padding that evens out the ranks' last batches, as in a
+  static run);
+- the learning rate: rescaled to the new world size, the schedule re-derived from the samples
+  that remain, so the run still ends after the same epochs with the same decay.
+
+A static strategy calls `enter` once and never commits; `commit_due` then costs one comparison.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Dict
+
+from hvd_trainer.checkpoint import rng_state, set_rng_state
+from hvd_trainer.data.dataset import consumed_samples
+from hvd_trainer.errors import ConfigError
+from hvd_trainer.run_layout import RunLayout
+from hvd_trainer.schedule import Schedule
+from hvd_trainer.session import TrainingSession, progress_bar
+from hvd_trainer.summary import NullSummaryWriter, create_summary_writers
+
+logger = logging.getLogger(__name__)
+
+
+class ElasticTraining:
+    """One train() call's elastic state (a no-op participant for a static strategy); `trainer` is the Trainer."""
+
+    def __init__(self, trainer: Any, session: TrainingSession):
+        self.trainer, self.session = trainer, session
+        self.elastic = trainer.distributed.is_elastic()
+        self.commit_steps = trainer.distributed.elastic_commit_steps
+        if self.elastic and session.training_set.sharded:
+            raise ConfigError(
+                "Elastic training needs every rank to hold the whole training set (a new world re-deals it), but "
+                "this one is sharded (each rank read only its part of the file). Load it with shard=False.")
+
+    @classmethod
+    def attach(cls, trainer: Any, session: TrainingSession) -> "ElasticTraining":
+        """A participant for `session`, kept as session.elastic (the loop calls it there)."""
+        session.elastic = cls(trainer, session)
+        return session.elastic
+
+    # ---- the loop's calls -------------------------------------------------------------------------------
+    def evaluation_due(self, steps: int, next_evaluation: int) -> bool:
+        """Whether this step evaluates (and commits after its checkpoint); otherwise an elastic job commits
+        every commit_steps steps here."""
+        if steps >= next_evaluation:
+            return True
+        if self.elastic and steps % self.commit_steps == 0:
+            self.trainer.distributed.elastic_commit()
+        return False
+
+    def commit(self) -> None:
+        """The commit after an evaluation's checkpoint; TensorBoard's buffered events reach the disk with it,
+        so that a lost rank 0 loses none of the curves a checkpoint already holds."""
+        if self.elastic:
+            for writer in self.session.writers.values():
+                writer.flush()
+            self.trainer.distributed.elastic_commit()
+
+    def enter(self) -> None:
+        """The loop (re)starts: carry on in the world as it is now (size and this rank's place in it)."""
+        if not self.elastic:
+            return
+        t, s = self.trainer, self.session
+        pt, size = s.progress_tracker, t.distributed.size()
+        t.control.forget_pending()
+        old_size, old_lr = pt.world_size, t.scheduler.get_last_lr()[0]
+        if old_size != size:
+            self._reshard(size)
+        s.batcher = s.training_set.initialize_batcher(pt.batch_size, t.config.should_shuffle, t.random_seed,
+                                                      t.distributed, training=True)
+        s.batcher.set_epoch(pt.epoch, pt.batch_size, pt.epoch_offset)
+        s.schedule = Schedule.of(t.config, s.batcher.steps_per_epoch, pt, s.batcher.batches_from(pt.epoch_offset))
+        t.scheduler.reset(s.schedule.steps_per_evaluation, s.schedule.total_steps)
+        s.next_evaluation = self._next_evaluation(old_size != size)
+        if t.is_coordinator():
+            speak_as_coordinator()
+        if t.is_coordinator() and isinstance(s.writers.get("training"), NullSummaryWriter) and not t.skip_save_log:
+            # This rank became rank 0 (the old one was lost): it writes the run's logs from now on.
+            s.writers = create_summary_writers(RunLayout.of_model_dir(s.save_path).logs_dir, True)
+        if t.is_coordinator() and s.progress_bar is None:
+            s.progress_bar = progress_bar(s.schedule.total_steps, pt.steps)
+        elif s.progress_bar is not None:
+            s.progress_bar.total, s.progress_bar.n = s.schedule.total_steps, pt.steps  # maybe rolled back
+            s.progress_bar.refresh()
+        if old_size != size and t.is_coordinator():
+            logger.info("Elastic: world size %d -> %d at step %d, LR %.4g -> %.4g", old_size, size, pt.steps,
+                        old_lr, t.scheduler.get_last_lr()[0])
+
+    def _next_evaluation(self, resized: bool) -> int:
+        """The same world: the evaluation the run was heading for. A new one: evaluations every
+        steps_per_evaluation of the new size, from here, the first one at the latest at this epoch's end."""
+        s, pt = self.session, self.session.progress_tracker
+        if not resized:
+            return s.schedule.next_evaluation_after(pt.steps)
+        accumulation = self.trainer.gradient_accumulation_steps
+        rest_of_epoch = -(-(s.batcher.batches_from(pt.epoch_offset) - pt.epoch_step) // accumulation)
+        return pt.steps + (min(s.schedule.steps_per_evaluation, rest_of_epoch) if rest_of_epoch > 0
+                           else s.schedule.steps_per_evaluation)
+
+    def _reshard(self, size: int) -> None:
+        """The epoch's position in samples, from here on dealt over `size` ranks; the LR for `size` ranks."""
+        t, pt = self.trainer, self.session.progress_tracker
+        pt.epoch_offset = consumed_samples(pt.epoch_offset, pt.epoch_step, pt.batch_size, pt.world_size,
+                                           len(self.session.training_set))
+        pt.epoch_step, pt.world_size = 0, size
+        t.base_learning_rate = t.config.learning_rate * t.distributed.learning_rate_multiplier(
+            t.config.learning_rate_scaling)
+        t.scheduler.base_lr = t.base_learning_rate
+
+    # ---- the state Horovod keeps (distributed/elastic.py's ElasticParticipant) ------------------------------
+    def model(self):
+        return self.trainer.model
+
+    def snapshot(self) -> Dict[str, Any]:
+        snap = dict(self.shared(), model=self.trainer.model.state_dict(), rng=rng_state())
+        return copy.deepcopy(snap)  # one copy of everything: the live objects go on changing
+
+    def apply(self, snapshot: Dict[str, Any]) -> None:
+        self.trainer.model.load_state_dict(snapshot["model"])
+        set_rng_state(snapshot["rng"])
+        self.receive(copy.deepcopy(snapshot))
+
+    def join_package(self) -> Dict[str, Any]:
+        """The trainer's `elastic_join_info` (set by the train command: what it read and decided at the start)
+        and the batch sizes, for a process that joins (distributed/elastic.py's greet)."""
+        t = self.trainer
+        return dict(getattr(t, "elastic_join_info", None) or {}, batch_size=self.session.progress_tracker.batch_size,
+                    eval_batch_size=t.eval_batch_size)
+
+    def shared(self) -> Dict[str, Any]:
+        t = self.trainer
+        return {"optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                "scaler": t.scaler.state_dict() if t.scaler is not None else None,
+                "progress": self.session.progress_tracker, "optimizer_steps": t.control.optimizer_steps}
+
+    def receive(self, shared: Dict[str, Any]) -> None:
+        t = self.trainer
+        # Horovod's DistributedOptimizer forgets gradient reductions in flight on load_state_dict.
+        t.optimizer.load_state_dict(shared["optimizer"])
+        t.distributed.zero_grad(t.optimizer)
+        t.scheduler.load_state_dict(shared["scheduler"])
+        if t.scaler is not None and shared["scaler"] is not None:
+            t.scaler.load_state_dict(shared["scaler"])
+        self.session.progress_tracker = copy.deepcopy(shared["progress"])
+        t.control.optimizer_steps = shared["optimizer_steps"]
+
+
+def speak_as_coordinator() -> None:
+    """This process became rank 0: the log level it was quieted from (commands/shared.py) comes back."""
+    root = logging.getLogger()
+    level = getattr(root, "hvd_trainer_coordinator_level", None)
+    if level is not None:
+        root.setLevel(level)
