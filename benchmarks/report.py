@@ -78,7 +78,8 @@ def summarize(doc: Dict[str, Any]) -> Dict[str, Any]:
         out["ratios"][name] = ratios
     out["scaling"] = {t: scaling(out["tasks"].get(t, {})) for t in ("table", "wide") if out["tasks"].get(t)}
     memory_task = next((t for t in doc["tasks"] if t["name"] == "memory"), None)
-    out["memory"] = memory(out["tasks"].get("memory", {}), memory_task) if memory_task else None
+    out["memory"] = memory(out["tasks"].get("memory", {}), memory_task, out["tasks"].get("table", {})) \
+        if memory_task else None
     out["targets"] = targets(out)
     return out
 
@@ -99,8 +100,9 @@ def scaling(per: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def memory(per: Dict[str, Any], task: Dict[str, Any]) -> Dict[str, Any]:
-    """Peak RSS per rank of hvd_trainer at np=1 and np=2 against the rows each rank holds."""
+def memory(per: Dict[str, Any], task: Dict[str, Any], small: Dict[str, Any]) -> Dict[str, Any]:
+    """Peak RSS per rank of hvd_trainer at np=1 and np=2 against the rows each rank holds; with the
+    same CLI's peak on the (much smaller) table task as the baseline, when it ran, the part the rows cost."""
     total_rows = sum(task["rows"].values())
     out: Dict[str, Any] = {"rows": total_rows, "row_groups": task.get("row_groups"), "by_np": {}}
     for np_ in (1, 2):
@@ -110,6 +112,10 @@ def memory(per: Dict[str, Any], task: Dict[str, Any]) -> Dict[str, Any]:
         raw_mb = total_rows / np_ * ROW_BYTES / 2**20  # row groups split evenly: each rank holds 1/np
         peak = max(e["peak_rss_mb"])
         out["by_np"][np_] = {"peak_rss_mb": e["peak_rss_mb"], "raw_mb_per_rank": raw_mb, "x_raw": peak / raw_mb}
+        base = small.get(f"hvd_trainer_np{np_}")
+        if base and base["peak_rss_mb"]:
+            baseline = max(base["peak_rss_mb"])
+            out["by_np"][np_].update(baseline_mb=baseline, net_x_raw=(peak - baseline) / raw_mb)
     if 1 in out["by_np"] and 2 in out["by_np"]:
         out["np2_over_np1"] = max(out["by_np"][2]["peak_rss_mb"]) / max(out["by_np"][1]["peak_rss_mb"])
     return out
@@ -323,11 +329,15 @@ def memory_markdown(summary: Dict[str, Any]) -> List[str]:
              f"Peak RSS (getrusage at exit) of every rank, training a few steps; Parquet files of "
              f"{mem['row_groups']} row groups (each rank of np=2 reads only its own). *raw*: the rows the rank "
              f"holds, {ROW_BYTES} bytes each (64 float32 features, an int64 label). The interpreter with torch and "
-             "Horovod imported accounts for about 250 MB of every rank's figure.", "",
-             "| np | peak RSS MB per rank | raw MB per rank | peak / raw |", "|---|---|---|---|"]
+             "Horovod imported accounts for about 250 MB of every rank's figure.",
+             "*baseline*: the same CLI's peak on the table task (a few MB of rows), when it ran; *net*: peak "
+             "less baseline, the memory the rows cost.", "",
+             "| np | peak RSS MB per rank | raw MB per rank | peak / raw | baseline MB | net / raw |",
+             "|---|---|---|---|---|---|"]
     for np_, m in sorted(mem["by_np"].items()):
+        base = f"{m['baseline_mb']:.0f} | {m['net_x_raw']:.2f}" if "baseline_mb" in m else "– | –"
         lines.append(f"| {np_} | {' / '.join(f'{x:.0f}' for x in m['peak_rss_mb'])} | {m['raw_mb_per_rank']:.0f} "
-                     f"| {m['x_raw']:.2f} |")
+                     f"| {m['x_raw']:.2f} | {base} |")
     if mem.get("np2_over_np1") is not None:
         lines += ["", f"np=2 / np=1, per rank: {mem['np2_over_np1']:.2f} x."]
     return lines
