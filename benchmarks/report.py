@@ -104,7 +104,8 @@ def memory(per: Dict[str, Any], task: Dict[str, Any], small: Dict[str, Any]) -> 
     """Peak RSS per rank of hvd_trainer at np=1 and np=2 against the rows each rank holds; with the
     same CLI's peak on the (much smaller) table task as the baseline, when it ran, the part the rows cost."""
     total_rows = sum(task["rows"].values())
-    out: Dict[str, Any] = {"rows": total_rows, "row_groups": task.get("row_groups"), "by_np": {}}
+    out: Dict[str, Any] = {"rows": total_rows, "row_groups": (task.get("row_groups") or {}).get("training"),
+                           "by_np": {}}
     for np_ in (1, 2):
         e = per.get(f"hvd_trainer_np{np_}")
         if not e or not e["peak_rss_mb"]:

@@ -309,8 +309,9 @@ def peers_available() -> Optional[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="Smoke run (about 2 minutes): 4,000-row table, 2 epochs, every contender once; digits (2 epochs) "
-                        "for hvd_trainer only; checkpoint bench once; a short profile.")
+                   help="Smoke run (a few minutes): 4,000-row table, 2 epochs (wide: 1), every contender once; digits "
+                        "(2 epochs) for hvd_trainer only; the memory task as in a full run; checkpoint bench once; a "
+                        "short profile.")
     p.add_argument("--repeats", type=int, help="Runs of each contender per task (default 3; --quick: 1).")
     p.add_argument("--rows", type=int, help="Rows of the synthetic table (default 200000; --quick: 4000).")
     p.add_argument("--epochs", type=int, help="Epochs on the table (default 10; --quick: 2).")
