@@ -360,7 +360,7 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
         panels.append(("table: training throughput (samples/s)", table, "samples_per_s"))
         panels.append(("table: wall time, whole process (s)", table, "wall_s"))
     if wide:
-        panels.append(("wide (1.1M-parameter MLP): training throughput (samples/s)", wide, "samples_per_s"))
+        panels.append(("wide (1.1M parameters): samples/s", wide, "samples_per_s"))
     if digits:
         panels.append(("digits: launch to first step (s)", digits, "launch_to_first_step_s"))
     if not panels:
@@ -391,7 +391,7 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
             v = med[i]
             ax.text(per[k][field][2] + top * 0.01, i, f"{v:,.0f}" if v >= 100 else f"{v:.1f}", va="center", fontsize=7)
     m = doc["machine"]
-    fig.suptitle(f"hvd_trainer vs bare loops and Lightning: median of {doc['repeats']} (bars: min..max); "
+    fig.suptitle(f"hvd_trainer vs bare loops, DDP and Lightning: median of {doc['repeats']} (bars: min..max); "
                  f"{m['nproc']} CPU(s), {m['cpu_model']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
