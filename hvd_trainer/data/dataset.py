@@ -12,7 +12,6 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from hvd_trainer.data.readers import release_freed_memory
 from hvd_trainer.errors import DataError
 
 
@@ -62,8 +61,7 @@ class Dataset:
             block = np.empty((len(self), len(names)), dtype=dtype)
             for i, n in enumerate(names):
                 block[:, i] = self.columns[n]
-                self.columns[n] = block[:, i]  # frees the column (unless held elsewhere) as the block fills
-                release_freed_memory()
+                self.columns[n] = block[:, i]  # the column itself is freed (unless held elsewhere)
             columns = {k: v for k, v in self.columns.items() if k not in set(names)}
             columns[block_name] = block
             cached = self._stacked[key] = Dataset(columns, sharded=self.sharded, name=self.name)

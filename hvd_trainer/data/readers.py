@@ -53,32 +53,14 @@ class RawTable:
 
 
 def release_freed_memory() -> None:
-    """Hand memory that Arrow and malloc have freed back to the system.
+    """Hand memory that Arrow has freed back to the system.
 
     Arrow's allocator (mimalloc or jemalloc) keeps freed pages for its own next allocations, but
     the arrays that preprocessing makes from Arrow's columns are numpy's (malloc), which cannot
     use them: a dropped raw or cast column would still count in the process's memory while its
-    replacement is allocated next to it. glibc's malloc likewise keeps freed columns that lie
-    below newer allocations until the ones above are freed; malloc_trim returns their pages.
+    replacement is allocated next to it.
     """
     pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    """glibc, for malloc_trim; None elsewhere (macOS, musl)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _glibc()
 
 
 def file_format(path: str) -> str:
