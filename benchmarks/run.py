@@ -149,7 +149,8 @@ def parse_output(text: str) -> Dict[str, Any]:
             i = line.find(mark)
             if i >= 0:
                 try:
-                    value = json.loads(line[i + len(mark):])
+                    # raw_decode: mpirun's --tag-output may glue the next write's "[1,0]<stdout>:" to the line.
+                    value, _ = json.JSONDecoder().raw_decode(line[i + len(mark):])
                 except ValueError:
                     continue
                 if mark == bench.RESULT_MARK:
