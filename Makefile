@@ -26,7 +26,7 @@ test-cluster: setup
 	$(PY) -m pytest tests -m "slurm or multihost or docker" $(PYTEST_ARGS)
 
 # hvd_trainer side by side with bare Horovod/PyTorch loops and (after `make bench-peers`) Lightning;
-# writes benchmarks/results/bench.{json,md,png}. BENCH_ARGS=--quick: a 1-2 minute smoke run.
+# writes benchmarks/results/bench.{json,md,png}. BENCH_ARGS=--quick: a smoke run of every contender (a few minutes).
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 

@@ -6,12 +6,22 @@
              permutation; validation each epoch and test at the end, averaged by allreduce.
              Run under horovodrun (np=1 or 2).
     torch    the same loop in one process with plain PyTorch (no Horovod imported).
+    ddp      the same loop under torch.distributed (Gloo backend, CPU) and DistributedDataParallel,
+             started by torchrun: the peer a user would pick instead of Horovod.
+    threads  the scaling limit for np=2 on one machine: two threads in one process, each training
+             its own replica of the model on its half of every epoch (batch and LR as one rank's),
+             with no gradient exchange at all. PyTorch releases the GIL inside its kernels, so the
+             two replicas compute at once; what np=2 loses against this is the cost of exchanging
+             gradients (and of a second process). Test accuracy is replica 0's, trained on half
+             the data without averaging: not comparable with the others.
 
 Both read the task's Parquet files and z-score them, so their wall time covers import, data
 load and preprocessing like every other contender's. Training time excludes evaluation.
 
 usage: horovodrun -np 2 python benchmarks/bare_loops.py --kind horovod --task DIR/task.json
        python benchmarks/bare_loops.py --kind torch --task DIR/task.json
+       torchrun --standalone --nproc-per-node 2 benchmarks/bare_loops.py --kind ddp --task DIR/task.json
+       python benchmarks/bare_loops.py --kind threads --task DIR/task.json
 """
 from __future__ import annotations
 
@@ -25,11 +35,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import task as bench  # noqa: E402
 
 
+class _Ddp:
+    """The few Horovod calls the loop makes, done with torch.distributed (Gloo) and DDP."""
+
+    Sum = "sum"
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        self.dist = dist
+
+    def allreduce(self, tensor, op=None, name=None):
+        tensor = tensor.clone()
+        self.dist.all_reduce(tensor)
+        return tensor
+
+
 def run(kind: str, task_path: str) -> None:
     import torch
 
     task = bench.load_task(task_path)
-    if kind == "horovod":
+    if kind == "threads":
+        return run_threads(task)
+    if kind == "ddp":
+        hvd = _Ddp()
+        rank, size = hvd.dist.get_rank(), hvd.dist.get_world_size()
+    elif kind == "horovod":
         import horovod.torch as hvd
 
         hvd.init()
@@ -50,7 +82,10 @@ def run(kind: str, task_path: str) -> None:
 
     model = bench.build_mlp(task)
     optimizer = torch.optim.Adam(model.parameters(), lr=task["learning_rate"] * size)
-    if hvd is not None:
+    if kind == "ddp":
+        # DDP broadcasts rank 0's parameters itself and averages gradients in backward.
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    elif hvd is not None:
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
@@ -90,9 +125,56 @@ def run(kind: str, task_path: str) -> None:
         })
 
 
+def run_threads(task, replicas: int = 2) -> None:
+    """Two replicas trained at once by two threads of one process, each on its half of every epoch."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(1)  # each thread computes on itself: one core per replica
+    bench.report_rss_at_exit(lambda: 0)
+    t_data = time.time()
+    arrays = bench.load_arrays(task)
+    x, y = (torch.from_numpy(a) for a in arrays["training"])
+    data_s = time.time() - t_data
+    models = [bench.build_mlp(task) for _ in range(replicas)]
+    optimizers = [torch.optim.Adam(m.parameters(), lr=task["learning_rate"]) for m in models]
+    batch, n, steps = task["batch_size"], len(y), [0] * replicas
+
+    def train(r: int, epoch: int) -> None:
+        model, optimizer = models[r], optimizers[r]
+        order = torch.from_numpy(bench.epoch_order(n, task["seed"], epoch, r, replicas))
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+            steps[r] += 1
+
+    epoch_train_s = []
+    t_first_step = time.time()
+    for epoch in range(task["epochs"]):
+        t_epoch = time.time()
+        threads = [threading.Thread(target=train, args=(r, epoch)) for r in range(replicas)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        epoch_train_s.append(time.time() - t_epoch)
+    loop_s = time.time() - t_first_step
+    x_test, y_test = (torch.from_numpy(a) for a in arrays["test"])
+    correct, loss, rows = bench.count_correct(models[0], x_test, y_test, task["eval_batch_size"])
+    bench.emit_result({
+        "t_process_start": T_PROCESS, "t_first_step": t_first_step, "data_s": data_s, "loop_s": loop_s,
+        "eval_s": 0.0, "train_s": loop_s, "epoch_train_s": epoch_train_s, "steps_per_rank": steps[0],
+        "world_size": replicas, "train_rows": n, "epochs": task["epochs"], "validation_accuracy": None,
+        "test_accuracy": correct / rows, "test_loss": loss / rows, "threads": replicas,
+    })
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kind", choices=("horovod", "torch"), required=True)
+    p.add_argument("--kind", choices=("horovod", "torch", "ddp", "threads"), required=True)
     p.add_argument("--task", required=True, help="task.json written by benchmarks/task.py")
     a = p.parse_args()
     run(a.kind, a.task)

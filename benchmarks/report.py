@@ -13,7 +13,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 # hvd_trainer at np=N is compared with each peer at the same N.
 PEERS_OF = {"hvd_trainer_np1": ["horovod_loop_np1", "torch_loop", "lightning_1"],
-            "hvd_trainer_np2": ["horovod_loop_np2", "lightning_ddp2"]}
+            "hvd_trainer_np2": ["horovod_loop_np2", "horovod_loop_np2_tuned", "ddp_np2", "lightning_ddp2"],
+            "hvd_trainer_np2_mpi": ["horovod_loop_np2_mpi_tuned", "ddp_np2"]}
+#: The scaling table: one process (the base), every np=2 contender, and the limit.
+SCALING_BASE, SCALING_LIMIT = "torch_loop", "threads_limit"
+TUNED_HOROVOD = ("horovod_loop_np2_tuned", "horovod_loop_np2_mpi_tuned")
+#: In memory per training row of the synthetic tables: 64 float32 features and an int64 label.
+ROW_BYTES = 64 * 4 + 8
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -70,7 +76,49 @@ def summarize(doc: Dict[str, Any]) -> Dict[str, Any]:
                     if a["best_epoch_step_us"] and b["best_epoch_step_us"] else None,
                 })
         out["ratios"][name] = ratios
+    out["scaling"] = {t: scaling(out["tasks"].get(t, {})) for t in ("table", "wide") if out["tasks"].get(t)}
+    memory_task = next((t for t in doc["tasks"] if t["name"] == "memory"), None)
+    out["memory"] = memory(out["tasks"].get("memory", {}), memory_task, out["tasks"].get("table", {})) \
+        if memory_task else None
     out["targets"] = targets(out)
+    return out
+
+
+def scaling(per: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each contender's median throughput against one process (the bare PyTorch loop) and the limit."""
+    base, limit = per.get(SCALING_BASE), per.get(SCALING_LIMIT)
+    rows = []
+    for key, e in per.items():
+        if not e.get("samples_per_s"):
+            continue
+        sps = e["samples_per_s"][1]
+        rows.append({"contender": key, "samples_per_s": sps,
+                     "best_epoch_samples_per_s": e["best_epoch_samples_per_s"][1] if e["best_epoch_samples_per_s"]
+                     else None,
+                     "speedup": sps / base["samples_per_s"][1] if base and base.get("samples_per_s") else None,
+                     "of_limit": sps / limit["samples_per_s"][1] if limit and limit.get("samples_per_s") else None})
+    return rows
+
+
+def memory(per: Dict[str, Any], task: Dict[str, Any], small: Dict[str, Any]) -> Dict[str, Any]:
+    """Peak RSS per rank of hvd_trainer at np=1 and np=2 against the rows each rank holds; with the
+    same CLI's peak on the (much smaller) table task as the baseline, when it ran, the part the rows cost."""
+    total_rows = sum(task["rows"].values())
+    out: Dict[str, Any] = {"rows": total_rows, "row_groups": (task.get("row_groups") or {}).get("training"),
+                           "by_np": {}}
+    for np_ in (1, 2):
+        e = per.get(f"hvd_trainer_np{np_}")
+        if not e or not e["peak_rss_mb"]:
+            continue
+        raw_mb = total_rows / np_ * ROW_BYTES / 2**20  # row groups split evenly: each rank holds 1/np
+        peak = max(e["peak_rss_mb"])
+        out["by_np"][np_] = {"peak_rss_mb": e["peak_rss_mb"], "raw_mb_per_rank": raw_mb, "x_raw": peak / raw_mb}
+        base = small.get(f"hvd_trainer_np{np_}")
+        if base and base["peak_rss_mb"]:
+            baseline = max(base["peak_rss_mb"])
+            out["by_np"][np_].update(baseline_mb=baseline, net_x_raw=(peak - baseline) / raw_mb)
+    if 1 in out["by_np"] and 2 in out["by_np"]:
+        out["np2_over_np1"] = max(out["by_np"][2]["peak_rss_mb"]) / max(out["by_np"][1]["peak_rss_mb"])
     return out
 
 
@@ -109,6 +157,27 @@ def targets(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
         add("table: same test accuracy as every peer (+-1 point)",
             f"largest gap {worst['accuracy_points']:+.2f} points ({worst['hvd_trainer']} vs {worst['peer']})",
             abs(worst["accuracy_points"]) <= 1.0)
+    for task, least in (("table", 1.5), ("wide", 1.2)):
+        per = summary["tasks"].get(task, {})
+        tuned = [per[k] for k in TUNED_HOROVOD if per.get(k) and per[k]["samples_per_s"]]
+        ddp = per.get("ddp_np2")
+        if tuned and ddp and ddp["samples_per_s"]:
+            best = max(e["samples_per_s"][1] for e in tuned) / ddp["samples_per_s"][1]
+            add(f"{task}, np=2: tuned Horovod (the better of Gloo and MPI) >= {least} x torchrun DDP",
+                f"{best:.2f} x (median runs)", best >= least)
+        else:
+            add(f"{task}, np=2: tuned Horovod >= {least} x torchrun DDP", "not run", None)
+    r = _ratio(summary, "table", "hvd_trainer_np2_mpi", "horovod_loop_np2_mpi_tuned")
+    add("table, np=2, MPI: training throughput >= 0.97 x bare Horovod loop (tuned, same controller)",
+        f"{r['throughput_median']:.2f} x (median; fastest epochs {_x(r['throughput_best_epoch'])})" if r else "not run",
+        r["throughput_median"] >= 0.97 if r else None)
+    mem = summary.get("memory") or {"by_np": {}}
+    for np_, m in sorted(mem["by_np"].items()):
+        add(f"memory, np={np_}: peak RSS per rank <= 3 x the rows it holds ({m['raw_mb_per_rank']:.0f} MB)",
+            f"{max(m['peak_rss_mb']):.0f} MB = {m['x_raw']:.2f} x", m["x_raw"] <= 3.0)
+    if mem.get("np2_over_np1") is not None:
+        add("memory: peak RSS per rank at np=2 <= 0.55 x np=1", f"{mem['np2_over_np1']:.2f} x",
+            mem["np2_over_np1"] <= 0.55)
     digits = summary["tasks"].get("digits", {})
     for np_ in (1, 2):
         d = digits.get(f"hvd_trainer_np{np_}")
@@ -191,6 +260,8 @@ def markdown(doc: Dict[str, Any], summary: Dict[str, Any]) -> str:
                 lines.append(f"| {labels[r['hvd_trainer']]} / {labels[r['peer']]} | {r['throughput_median']:.2f} x, "
                              f"{_x(r['throughput_best_epoch'])} | {r['wall_median']:.2f} x, {r['wall_best']:.2f} x "
                              f"| {over} | {r['accuracy_points']:+.2f} |")
+    lines += scaling_markdown(summary, labels)
+    lines += memory_markdown(summary)
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for row in summary["targets"]:
         met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
@@ -232,6 +303,47 @@ def markdown(doc: Dict[str, Any], summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaling_markdown(summary: Dict[str, Any], labels: Dict[str, str]) -> List[str]:
+    if not summary.get("scaling"):
+        return []
+    lines = ["", "## Scaling: np=1 -> np=2 on one machine", "",
+             "Median training throughput. *speedup*: against one process (the bare PyTorch loop, one thread). "
+             "*of the limit*: against two replicas trained by two threads of one process with no gradient "
+             "exchange, what np=2 would reach if exchanging gradients and running a second process cost "
+             "nothing. *tuned*: the Horovod and Open MPI variables hvd_trainer chooses itself "
+             "(hvd_trainer/distributed/knobs.py; each run's are in bench.json under `knobs`)."]
+    for task, rows in summary["scaling"].items():
+        lines += ["", f"**{task}**", "", "| contender | samples/s: median run / fastest epoch | speedup | of the limit |",
+                  "|---|---|---|---|"]
+        for r in rows:
+            best = f" / {r['best_epoch_samples_per_s']:,.0f}" if r["best_epoch_samples_per_s"] else ""
+            lines.append(f"| {labels[r['contender']]} | {r['samples_per_s']:,.0f}{best} | {_x(r['speedup'])} "
+                         f"| {_x(r['of_limit'])} |")
+    return lines
+
+
+def memory_markdown(summary: Dict[str, Any]) -> List[str]:
+    mem = summary.get("memory")
+    if not mem or not mem["by_np"]:
+        return []
+    lines = ["", f"## Memory: hvd_trainer's CLI on a {mem['rows']:,}-row table", "",
+             f"Peak RSS (getrusage at exit) of every rank, training a few steps; Parquet files of "
+             f"{mem['row_groups']} row groups (each rank of np=2 reads only its own). *raw*: the rows the rank "
+             f"holds, {ROW_BYTES} bytes each (64 float32 features, an int64 label). The interpreter with torch and "
+             "Horovod imported accounts for about 250 MB of every rank's figure.",
+             "*baseline*: the same CLI's peak on the table task (a few MB of rows), when it ran; *net*: peak "
+             "less baseline, the memory the rows cost.", "",
+             "| np | peak RSS MB per rank | raw MB per rank | peak / raw | baseline MB | net / raw |",
+             "|---|---|---|---|---|---|"]
+    for np_, m in sorted(mem["by_np"].items()):
+        base = f"{m['baseline_mb']:.0f} | {m['net_x_raw']:.2f}" if "baseline_mb" in m else "– | –"
+        lines.append(f"| {np_} | {' / '.join(f'{x:.0f}' for x in m['peak_rss_mb'])} | {m['raw_mb_per_rank']:.0f} "
+                     f"| {m['x_raw']:.2f} | {base} |")
+    if mem.get("np2_over_np1") is not None:
+        lines += ["", f"np=2 / np=1, per rank: {mem['np2_over_np1']:.2f} x."]
+    return lines
+
+
 # ---- chart ---------------------------------------------------------------------------------------------
 def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[str]:
     import matplotlib
@@ -243,9 +355,12 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
     labels = {c["key"]: c["label"] for c in doc["contenders"]}
     panels = []
     table, digits = summary["tasks"].get("table", {}), summary["tasks"].get("digits", {})
+    wide = summary["tasks"].get("wide", {})
     if table:
         panels.append(("table: training throughput (samples/s)", table, "samples_per_s"))
         panels.append(("table: wall time, whole process (s)", table, "wall_s"))
+    if wide:
+        panels.append(("wide (1.1M parameters): samples/s", wide, "samples_per_s"))
     if digits:
         panels.append(("digits: launch to first step (s)", digits, "launch_to_first_step_s"))
     if not panels:
@@ -257,7 +372,8 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
         med = [per[k][field][1] for k in keys]
         lo = [per[k][field][1] - per[k][field][0] for k in keys]
         hi = [per[k][field][2] - per[k][field][1] for k in keys]
-        colors = ["#d62728" if k.startswith("hvd_trainer") else "#7f7f7f" if "loop" in k else "#1f77b4" for k in keys]
+        colors = ["#d62728" if k.startswith("hvd_trainer") else "#2ca02c" if k == SCALING_LIMIT
+                  else "#7f7f7f" if "loop" in k else "#1f77b4" for k in keys]
         ax.barh(range(len(keys)), med, xerr=[lo, hi], color=colors, capsize=3, error_kw={"elinewidth": 0.8})
         ax.set_yticks(range(len(keys)))
         ax.set_yticklabels([labels[k] for k in keys], fontsize=8)
@@ -275,7 +391,7 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
             v = med[i]
             ax.text(per[k][field][2] + top * 0.01, i, f"{v:,.0f}" if v >= 100 else f"{v:.1f}", va="center", fontsize=7)
     m = doc["machine"]
-    fig.suptitle(f"hvd_trainer vs bare loops and Lightning: median of {doc['repeats']} (bars: min..max); "
+    fig.suptitle(f"hvd_trainer vs bare loops, DDP and Lightning: median of {doc['repeats']} (bars: min..max); "
                  f"{m['nproc']} CPU(s), {m['cpu_model']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,15 +1,24 @@
 """hvd_trainer against the limit and the usual alternatives, side by side, in one run.
 
-Contenders, each a separate process (or horovodrun job) started from scratch, on the same task:
+Contenders, each a separate process (or horovodrun/torchrun job) started from scratch, on the same task:
 
     hvd_trainer      python -m hvd_trainer train --config ... (its CLI), horovodrun -np 1 and -np 2
-    horovod_loop     the hand-written canonical Horovod loop (bare_loops.py), -np 1 and -np 2
-    torch_loop       the same loop in one process with plain PyTorch
+                     (Gloo; np=2 also under MPI); it chooses Horovod's knobs itself
+    horovod_loop     the hand-written canonical Horovod loop (bare_loops.py), -np 1 and -np 2; at
+                     np=2 under Gloo and MPI, each with Horovod's and MPI's defaults and with the
+                     knobs hvd_trainer would choose (distributed/knobs.py: "tuned")
+    ddp_loop         the same loop with torch.distributed (Gloo) + DistributedDataParallel under
+                     torchrun, np=2: the peer a user would pick instead of Horovod
+    torch_loop       the same loop in one process with plain PyTorch (1 thread, and 2 threads)
+    threads_limit    two replicas trained by two threads of one process, with no gradient
+                     exchange: the most np=2 can reach on this machine (the scaling table's limit)
     lightning        PyTorch Lightning, 1 device, and DDP with 2 CPU processes
                      (only when `make bench-peers` has installed it in benchmarks/.venv-peers)
 
 Tasks (benchmarks/task.py): a 200,000-row make_classification table (64 features, 10 classes)
-and the digits example. Runs alternate: each repeat runs every contender once, in an order
+with the small MLP (26k parameters) and with a 1.1M-parameter one ("wide"), the digits example,
+and "memory": hvd_trainer's peak RSS per rank on a 1M-row table at np=1 and np=2. Runs
+alternate: each repeat runs every contender once, in an order
 rotated by one each repeat, so that noise from a shared machine hits all of them alike; min and
 median are reported. Each run reports wall time of the whole process, launch to first training
 step, training time (the loop without evaluation and checkpoints), samples/s, test accuracy
@@ -35,7 +44,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -48,28 +57,49 @@ DATA_DIR = os.path.join(HERE, ".data")
 WORK_DIR = os.path.join(HERE, ".work")
 
 
+ALL_TASKS = ("table", "wide", "digits", "memory")
+SCALING_TASKS = ("table", "wide")
+
+
 @dataclass(frozen=True)
 class Contender:
     key: str          # unique id, e.g. hvd_trainer_np2
-    family: str       # hvd_trainer | horovod_loop | torch_loop | lightning
+    family: str       # hvd_trainer | horovod_loop | torch_loop | ddp_loop | threads_limit | lightning
     label: str        # for tables and the chart
     np: int
     needs_peers: bool = False
+    tasks: Tuple[str, ...] = ("table", "wide", "digits")
+    controller: str = "gloo"          # horovodrun --gloo or --mpi
+    tuned: bool = False               # a bare loop run with the knobs hvd_trainer would choose
+    threads: Optional[int] = None     # OMP_NUM_THREADS for this contender instead of --threads
 
 
+_SCALING = SCALING_TASKS
 CONTENDERS = [
-    Contender("hvd_trainer_np1", "hvd_trainer", "hvd_trainer CLI, np=1", 1),
-    Contender("hvd_trainer_np2", "hvd_trainer", "hvd_trainer CLI, np=2", 2),
+    Contender("hvd_trainer_np1", "hvd_trainer", "hvd_trainer CLI, np=1", 1, tasks=ALL_TASKS),
+    Contender("hvd_trainer_np2", "hvd_trainer", "hvd_trainer CLI, np=2", 2, tasks=ALL_TASKS),
+    Contender("hvd_trainer_np2_mpi", "hvd_trainer", "hvd_trainer CLI, np=2, MPI", 2, tasks=_SCALING, controller="mpi"),
     Contender("horovod_loop_np1", "horovod_loop", "bare Horovod loop, np=1", 1),
-    Contender("horovod_loop_np2", "horovod_loop", "bare Horovod loop, np=2", 2),
+    Contender("horovod_loop_np2", "horovod_loop", "bare Horovod loop, np=2, Gloo, defaults", 2),
+    Contender("horovod_loop_np2_tuned", "horovod_loop", "bare Horovod loop, np=2, Gloo, tuned", 2, tasks=_SCALING,
+              tuned=True),
+    Contender("horovod_loop_np2_mpi", "horovod_loop", "bare Horovod loop, np=2, MPI, defaults", 2, tasks=_SCALING,
+              controller="mpi"),
+    Contender("horovod_loop_np2_mpi_tuned", "horovod_loop", "bare Horovod loop, np=2, MPI, tuned", 2,
+              tasks=_SCALING, controller="mpi", tuned=True),
+    Contender("ddp_np2", "ddp_loop", "bare torch DDP loop (torchrun, Gloo), np=2", 2, tasks=_SCALING),
     Contender("torch_loop", "torch_loop", "bare PyTorch loop, 1 process", 1),
-    Contender("lightning_1", "lightning", "Lightning, 1 device", 1, needs_peers=True),
-    Contender("lightning_ddp2", "lightning", "Lightning DDP, 2 processes", 2, needs_peers=True),
+    Contender("torch_loop_2threads", "torch_loop", "bare PyTorch loop, 1 process, 2 threads", 1, tasks=_SCALING,
+              threads=2),
+    Contender("threads_limit", "threads_limit", "limit: 2 replicas in 2 threads, no exchange", 2, tasks=_SCALING),
+    Contender("lightning_1", "lightning", "Lightning, 1 device", 1, needs_peers=True, tasks=("table", "digits")),
+    Contender("lightning_ddp2", "lightning", "Lightning DDP, 2 processes", 2, needs_peers=True,
+              tasks=("table", "digits")),
 ]
 
 
-def horovodrun_cmd(np_: int, argv: List[str]) -> List[str]:
-    return [os.path.join(BIN, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", "--gloo",
+def horovodrun_cmd(np_: int, argv: List[str], controller: str = "gloo") -> List[str]:
+    return [os.path.join(BIN, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
             "--disable-cache", sys.executable] + argv
 
 
@@ -79,14 +109,36 @@ def command(c: Contender, task: Dict[str, Any], run_dir: str) -> List[str]:
         return horovodrun_cmd(c.np, [
             os.path.join(HERE, "hvd_cli.py"), "train", "--config", task["config"],
             "--training-set", p["training"], "--validation-set", p["validation"], "--test-set", p["test"],
-            "--output-directory", run_dir, "--random-seed", str(task["seed"])])
-    task_json = os.path.join(os.path.dirname(p["training"]), "task.json")
+            "--output-directory", run_dir, "--random-seed", str(task["seed"])], c.controller)
+    task_json = task["task_json"]
+    loop = os.path.join(HERE, "bare_loops.py")
     if c.family == "horovod_loop":
-        return horovodrun_cmd(c.np, [os.path.join(HERE, "bare_loops.py"), "--kind", "horovod", "--task", task_json])
-    if c.family == "torch_loop":
-        return [sys.executable, os.path.join(HERE, "bare_loops.py"), "--kind", "torch", "--task", task_json]
+        return horovodrun_cmd(c.np, [loop, "--kind", "horovod", "--task", task_json], c.controller)
+    if c.family == "ddp_loop":
+        return [os.path.join(BIN, "torchrun"), "--standalone", "--nproc-per-node", str(c.np), loop, "--kind", "ddp",
+                "--task", task_json]
+    if c.family in ("torch_loop", "threads_limit"):
+        return [sys.executable, loop, "--kind", "torch" if c.family == "torch_loop" else "threads", "--task", task_json]
     return [PEERS_PYTHON, os.path.join(HERE, "peers", "lightning_task.py"), "--task", task_json,
             "--devices", str(c.np), "--root-dir", run_dir]
+
+
+def contender_env(c: Contender, env: Dict[str, str]) -> Dict[str, str]:
+    """The contender's environment: its own thread count, and for a tuned bare loop the Horovod and
+    Open MPI variables that hvd_trainer chooses itself (distributed/knobs.py) for this host."""
+    env = dict(env)
+    if c.threads:
+        env["OMP_NUM_THREADS"] = str(c.threads)
+    if c.tuned:
+        env.update(tuned_knobs(c.np, c.controller, env))
+    return env
+
+
+def tuned_knobs(np_: int, controller: str, env: Dict[str, str]) -> Dict[str, str]:
+    from hvd_trainer.distributed.knobs import choose_knobs
+
+    return choose_knobs(local_size=np_, cores=len(os.sched_getaffinity(0)), controller=controller, gpu=False,
+                        environ=env).environment()
 
 
 def parse_output(text: str) -> Dict[str, Any]:
@@ -97,7 +149,8 @@ def parse_output(text: str) -> Dict[str, Any]:
             i = line.find(mark)
             if i >= 0:
                 try:
-                    value = json.loads(line[i + len(mark):])
+                    # raw_decode: mpirun's --tag-output may glue the next write's "[1,0]<stdout>:" to the line.
+                    value, _ = json.JSONDecoder().raw_decode(line[i + len(mark):])
                 except ValueError:
                     continue
                 if mark == bench.RESULT_MARK:
@@ -133,6 +186,8 @@ def run_one(c: Contender, task: Dict[str, Any], repeat: int, env: Dict[str, str]
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     record: Dict[str, Any] = {"task": task["name"], "contender": c.key, "family": c.family, "np": c.np,
                               "repeat": repeat, "log": os.path.relpath(log_path, REPO)}
+    env = contender_env(c, env)
+    record["knobs"] = {k: v for k, v in env.items() if k.startswith(("HOROVOD_", "OMPI_MCA_", "OMP_NUM"))}
     t_launch = time.time()
     output, rc = run_process(cmd, env, timeout)
     wall = time.time() - t_launch
@@ -146,6 +201,8 @@ def run_one(c: Contender, task: Dict[str, Any], repeat: int, env: Dict[str, str]
         record["error"] = f"exit {rc}; see {record['log']}: " + output[-1500:]
         return record
     samples = task["rows"]["training"] * task["epochs"]
+    if task.get("train_steps"):  # a fixed number of steps (the memory task): the samples they took
+        samples = r["steps_per_rank"] * task["batch_size"] * (r["world_size"] or 1)
     record.update(
         launch_to_first_step_s=r["t_first_step"] - t_launch,
         # launcher + interpreter start, then imports + data + setup inside the process
@@ -201,8 +258,7 @@ def run_checkpoint_bench(env, repeats: int, timeout: int) -> Dict[str, Any]:
 
 def run_profile(task: Dict[str, Any], env, epochs: int, timeout: int) -> Dict[str, Any]:
     out = os.path.join(WORK_DIR, "profile.json")
-    task_json = os.path.join(os.path.dirname(task["paths"]["training"]), "task.json")
-    cmd = horovodrun_cmd(1, [os.path.join(HERE, "profile_step.py"), "--task", task_json, "--epochs", str(epochs),
+    cmd = horovodrun_cmd(1, [os.path.join(HERE, "profile_step.py"), "--task", task["task_json"], "--epochs", str(epochs),
                              "--json", out])
     return _run_json_tool("profile_step.py", cmd, out, env, timeout)
 
@@ -254,13 +310,18 @@ def peers_available() -> Optional[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="Smoke run (about 2 minutes): 4,000-row table, 2 epochs, every contender once; digits (2 epochs) "
-                        "for hvd_trainer only; checkpoint bench once; a short profile.")
+                   help="Smoke run (a few minutes): 4,000-row table, 2 epochs (wide: 1), every contender once; digits "
+                        "(2 epochs) for hvd_trainer only; the memory task as in a full run; checkpoint bench once; a "
+                        "short profile.")
     p.add_argument("--repeats", type=int, help="Runs of each contender per task (default 3; --quick: 1).")
     p.add_argument("--rows", type=int, help="Rows of the synthetic table (default 200000; --quick: 4000).")
     p.add_argument("--epochs", type=int, help="Epochs on the table (default 10; --quick: 2).")
     p.add_argument("--digits-epochs", type=int, help="Epochs on digits (default 40, the example's; --quick: 2).")
-    p.add_argument("--tasks", nargs="+", choices=("table", "digits"), default=["table", "digits"])
+    p.add_argument("--wide-epochs", type=int, help="Epochs of the 1.1M-parameter MLP on the table (default 2; "
+                                                    "--quick: 1).")
+    p.add_argument("--memory-rows", type=int, default=bench.MEMORY_ROWS,
+                   help="Rows of the memory task's table (default 1,000,000, also with --quick).")
+    p.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(ALL_TASKS))
     p.add_argument("--only", nargs="+", choices=[c.key for c in CONTENDERS], help="Run only these contenders.")
     p.add_argument("--threads", type=int, default=1,
                    help="OMP_NUM_THREADS for every process of every contender (default 1: on a small machine shared "
@@ -275,6 +336,7 @@ def main() -> None:
     rows = a.rows or (4000 if quick else 200_000)
     epochs = a.epochs or (2 if quick else bench.TABLE["epochs"])
     digits_epochs = a.digits_epochs or (2 if quick else bench.DIGITS["epochs"])
+    wide_epochs = a.wide_epochs or (1 if quick else bench.WIDE["epochs"])
     out_dir = os.path.abspath(a.out_dir or os.path.join(HERE, "results", "quick" if quick else ""))
     timeout = 300 if quick else 1200
     os.makedirs(out_dir, exist_ok=True)
@@ -291,19 +353,27 @@ def main() -> None:
     tasks = []
     if "table" in a.tasks:
         tasks.append(bench.prepare_table(DATA_DIR, rows, epochs))
+    if "wide" in a.tasks:
+        tasks.append(bench.prepare_table(DATA_DIR, rows, wide_epochs, bench.WIDE))
     if "digits" in a.tasks:
         tasks.append(bench.prepare_digits(DATA_DIR, digits_epochs))
+    if "memory" in a.tasks:
+        tasks.append(bench.prepare_table(DATA_DIR, a.memory_rows, 1, bench.MEMORY, bench.MEMORY_ROW_GROUPS))
     env = base_env()
     if a.threads:
         env["OMP_NUM_THREADS"] = str(a.threads)
 
     # A quick run keeps every contender on the (tiny) table, and on digits only what the launch
-    # target needs: hvd_trainer itself.
-    per_task = {t["name"]: [c for c in contenders if not (quick and t["name"] == "digits" and c.family != "hvd_trainer")]
+    # target needs: hvd_trainer itself. The memory task is hvd_trainer's own (np=1 and np=2, Gloo).
+    per_task = {t["name"]: [c for c in contenders if t["name"] in c.tasks
+                            and not (t["name"] == "memory" and c.controller != "gloo")
+                            and not (quick and t["name"] == "digits" and c.family != "hvd_trainer")]
                 for t in tasks}
     runs: List[Dict[str, Any]] = []
     for rep in range(repeats):
         for task in tasks:
+            if task["name"] == "memory" and rep > 0:
+                continue  # peak RSS does not vary from run to run as times do: one run each is enough
             mine = per_task[task["name"]]
             order = mine[rep % len(mine):] + mine[:rep % len(mine)] if mine else []
             for c in order:
@@ -325,7 +395,7 @@ def main() -> None:
     doc = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "duration_s": time.time() - started, "quick": quick,
         "repeats": repeats, "machine": info, "omp_num_threads": a.threads,
-        "tasks": [{k: v for k, v in t.items() if k not in ("paths", "features", "config")} for t in tasks],
+        "tasks": [{k: v for k, v in t.items() if k not in ("paths", "features", "config", "task_json")} for t in tasks],
         "contenders": [c.__dict__ for c in contenders], "runs": runs, **side,
     }
     from report import write_report

@@ -1,10 +1,12 @@
 """The benchmark tasks, written once and read by every contender.
 
-Two tasks, each a set of Parquet files (training / validation / test) and a task.json that
-says how to train on them:
+Each task is a set of Parquet files (training / validation / test) and a DIR/<task>.task.json
+that says how to train on them (several tasks may share DIR's files):
 
 - table:  sklearn's make_classification, 200,000 rows x 64 features, 10 classes (seed 0), split
           80/10/10; MLP 64-128-128-10 (ReLU), Adam 0.001, batch 128, 10 epochs.
+- wide:   the same files, MLP 64-1024-1024-10 (1.1M parameters), 2 epochs.
+- memory: the same table with 1,000,000 rows in files of 16 row groups; 50 training steps.
 - digits: the digits example (hvd_trainer.examples), 1,797 rows, split 70/10/20; the example's
           model (64-256-256-10, ReLU, dropout 0.1), Adam 0.002, batch 64, 40 epochs.
 
@@ -34,6 +36,13 @@ RANK_MARK = "BENCH_RANK "
 
 TABLE = dict(name="table", n_features=64, n_classes=10, hidden=128, num_layers=2, dropout=0.0,
              batch_size=128, learning_rate=0.001, epochs=10, split=(0.8, 0.1, 0.1))
+#: The table with a compute-heavier MLP (64-1024-1024-10, 1.1M parameters), where a step is long
+#: enough for a second process to pay: the scaling table's second model.
+WIDE = dict(TABLE, name="wide", hidden=1024, epochs=2)
+#: Peak memory of hvd_trainer's CLI on a 1M-row table (16 row groups per file, so that each rank of
+#: np=2 reads only its own): a few training steps, since only the memory is measured.
+MEMORY = dict(TABLE, name="memory", epochs=1, train_steps=50)
+MEMORY_ROWS, MEMORY_ROW_GROUPS = 1_000_000, 16
 DIGITS = dict(name="digits", n_features=64, n_classes=10, hidden=256, num_layers=2, dropout=0.1,
               batch_size=64, learning_rate=0.002, epochs=40, split=(0.7, 0.1, 0.2))
 SEED = 0
@@ -42,34 +51,32 @@ EVAL_BATCH = None
 
 
 # ---- writing the tasks --------------------------------------------------------------------
-def _write_parquet(path: str, x: np.ndarray, y: np.ndarray, names) -> None:
+SPLITS = ("training", "validation", "test")
+
+
+def _write_parquet(path: str, x: np.ndarray, y: np.ndarray, names, row_groups: Optional[int] = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table({**{n: x[:, i] for i, n in enumerate(names)}, "label": y.astype(np.int64)})
     tmp = f"{path}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
+    # pyarrow's default (one row group up to 1Mi rows) leaves nothing for ranks to split by.
+    pq.write_table(table, tmp, row_group_size=-(-len(y) // row_groups) if row_groups else None)
     os.replace(tmp, path)
 
 
-def _split_and_write(directory: str, x: np.ndarray, y: np.ndarray, names, spec: Dict[str, Any]) -> Dict[str, Any]:
+def _split_and_write(directory: str, x: np.ndarray, y: np.ndarray, names, spec: Dict[str, Any],
+                     row_groups: Optional[int] = None) -> Dict[str, Any]:
     os.makedirs(directory, exist_ok=True)
     order = np.random.default_rng(SEED).permutation(len(y))
     n_train = int(round(spec["split"][0] * len(y)))
     n_val = int(round(spec["split"][1] * len(y)))
     parts = {"training": order[:n_train], "validation": order[n_train:n_train + n_val],
              "test": order[n_train + n_val:]}
-    paths = {}
     for split, idx in parts.items():
-        paths[split] = os.path.join(directory, f"{split}.parquet")
-        _write_parquet(paths[split], x[np.sort(idx)], y[np.sort(idx)], names)
-    task = {**spec, "split": list(spec["split"]), "paths": paths, "features": list(names), "label": "label",
-            "rows": {s: int(len(i)) for s, i in parts.items()}, "seed": SEED,
-            "eval_batch_size": EVAL_BATCH or spec["batch_size"]}
-    task["config"] = write_hvd_config(directory, task)
-    with open(os.path.join(directory, "task.json"), "w") as fh:
-        json.dump(task, fh, indent=2)
-    return task
+        _write_parquet(os.path.join(directory, f"{split}.parquet"), x[np.sort(idx)], y[np.sort(idx)], names,
+                       row_groups)
+    return _rewrite_task(directory, spec, names)
 
 
 def write_hvd_config(directory: str, task: Dict[str, Any]) -> str:
@@ -103,22 +110,26 @@ def write_hvd_config(directory: str, task: Dict[str, Any]) -> str:
     config["trainer"] = {"epochs": task["epochs"], "batch_size": task["batch_size"],
                          "learning_rate": task["learning_rate"], "early_stop": -1, "learning_rate_scaling": "linear",
                          "gradient_clipping": {"clipglobalnorm": None}, "optimizer": {"type": "adam"}}
-    path = os.path.join(directory, "hvd_trainer.yaml")
+    if task.get("train_steps"):
+        config["trainer"]["train_steps"] = task["train_steps"]
+    path = os.path.join(directory, f"{task['name']}.hvd_trainer.yaml")
     with open(path, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
     return path
 
 
-def prepare_table(cache_dir: str, rows: int, epochs: int) -> Dict[str, Any]:
-    """The synthetic table (written once per row count; the task.json is rewritten for `epochs`)."""
-    directory = os.path.join(cache_dir, f"table_{rows}_seed{SEED}")
-    spec = {**TABLE, "epochs": epochs}
-    if not all(os.path.exists(os.path.join(directory, f"{s}.parquet")) for s in ("training", "validation", "test")):
+def prepare_table(cache_dir: str, rows: int, epochs: int, spec: Optional[Dict[str, Any]] = None,
+                  row_groups: Optional[int] = None) -> Dict[str, Any]:
+    """The synthetic table (written once per row count and row groups) and a task on it (TABLE,
+    WIDE or MEMORY, whose task.json and config are rewritten for `epochs`)."""
+    directory = os.path.join(cache_dir, f"table_{rows}_seed{SEED}" + (f"_rg{row_groups}" if row_groups else ""))
+    spec = {**(spec or TABLE), "epochs": epochs}
+    if not all(os.path.exists(os.path.join(directory, f"{s}.parquet")) for s in SPLITS):
         from sklearn.datasets import make_classification
 
         x, y = make_classification(n_samples=rows, n_features=64, n_informative=32, n_redundant=16,
                                    n_classes=10, random_state=SEED)
-        return _split_and_write(directory, x.astype(np.float32), y, [f"x{i}" for i in range(64)], spec)
+        return _split_and_write(directory, x.astype(np.float32), y, [f"x{i}" for i in range(64)], spec, row_groups)
     return _rewrite_task(directory, spec, [f"x{i}" for i in range(64)])
 
 
@@ -141,12 +152,18 @@ def prepare_digits(cache_dir: str, epochs: int) -> Dict[str, Any]:
 
 
 def _rewrite_task(directory: str, spec: Dict[str, Any], names) -> Dict[str, Any]:
-    with open(os.path.join(directory, "task.json")) as fh:
-        task = json.load(fh)
-    task.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()})
-    task["eval_batch_size"] = EVAL_BATCH or spec["batch_size"]
+    """DIR/<name>.task.json (read by every contender) and DIR/<name>.hvd_trainer.yaml for a task on DIR's files."""
+    import pyarrow.parquet as pq
+
+    paths = {s: os.path.join(directory, f"{s}.parquet") for s in SPLITS}
+    task = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()}
+    task.update(paths=paths, features=list(names), label="label", seed=SEED,
+                rows={s: pq.ParquetFile(p).metadata.num_rows for s, p in paths.items()},
+                row_groups={s: pq.ParquetFile(p).metadata.num_row_groups for s, p in paths.items()},
+                eval_batch_size=EVAL_BATCH or spec["batch_size"],
+                task_json=os.path.join(directory, f"{spec['name']}.task.json"))
     task["config"] = write_hvd_config(directory, task)
-    with open(os.path.join(directory, "task.json"), "w") as fh:
+    with open(task["task_json"], "w") as fh:
         json.dump(task, fh, indent=2)
     return task
 

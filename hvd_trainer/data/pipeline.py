@@ -13,6 +13,7 @@ in a collective that another rank will not reach.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from hvd_trainer.data.dataset import Dataset
 from hvd_trainer.data.preprocessing import cast_column, compute_metadata, drop_row_mask, transform_column
-from hvd_trainer.data.readers import read_table
+from hvd_trainer.data.readers import read_table, release_freed_memory
 from hvd_trainer.data.split import SPLIT_NAMES, TEST, TRAINING, VALIDATION, fixed_split, random_split, sample_mask
 from hvd_trainer.distributed.base import DistributedStrategy, LocalStrategy
 from hvd_trainer.errors import ConfigError, DataError
@@ -80,6 +81,8 @@ class _Part:
         return len(self.row_ids)
 
     def select(self, keep: np.ndarray) -> "_Part":
+        if keep.all():  # nothing dropped: no copy of every column
+            return self
         return _Part({k: v[keep] for k, v in self.columns.items()}, self.row_ids[keep], self.path)
 
 
@@ -110,8 +113,17 @@ def _load_file(path: str, role: str, features: Sequence[FeatureConfig], dist: Di
         table = table.with_row_offset(sum(counts[:rank]))
 
     def cast() -> Tuple[_Part, Optional[np.ndarray]]:
-        cols = {f.name: cast_column(table.columns[f.column_name], f, table.row_ids, path) for f in features}
+        # Each raw column is dropped once its last feature is cast: the file is never held twice.
+        uses = Counter([f.column_name for f in features] + ([split_column] if split_column else []))
+        cols = {}
+        for f in features:
+            cols[f.name] = cast_column(table.columns[f.column_name], f, table.row_ids, path)
+            uses[f.column_name] -= 1
+            if not uses[f.column_name]:
+                del table.columns[f.column_name]
         codes = fixed_split(table.columns[split_column], table.row_ids, split_column, path) if split_column else None
+        table.columns.clear()
+        release_freed_memory()
         return _Part(cols, table.row_ids, path), codes
 
     (part, codes), _ = run_on_every_rank(dist, f"data.cast.{role}", cast)
@@ -150,6 +162,7 @@ def load_training_data(
         whole = whole.select(keep)
         codes = random_split(whole.row_ids, pre.split.probabilities, random_seed) if codes is None else codes[keep]
         parts = {s: whole.select(codes == s) for s in (TRAINING, VALIDATION, TEST)}
+        del whole  # the splits are copies: drop the file's rows before metadata and transforms
     else:
         parts = {}
         for s, path in ((TRAINING, training_set), (VALIDATION, validation_set), (TEST, test_set)):
@@ -216,8 +229,12 @@ def _transform_parts(dist: DistributedStrategy, parts: Mapping[int, _Part], coun
 
 
 def _to_columns(part: _Part, metadata: Mapping[str, Any], unknown: Dict[str, int]) -> Dict[str, np.ndarray]:
-    cols = {name: transform_column(values, metadata[name], name, part.row_ids, part.path, unknown)
-            for name, values in part.columns.items()}
+    # Each cast column is dropped once transformed (the part is not used again), so that a split
+    # is never held both cast and transformed.
+    cols = {}
+    for name in list(part.columns):
+        cols[name] = transform_column(part.columns.pop(name), metadata[name], name, part.row_ids, part.path, unknown)
+        release_freed_memory()
     cols[ROW_ID] = part.row_ids
     return cols
 

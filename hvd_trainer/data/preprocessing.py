@@ -4,7 +4,7 @@ Three steps, each a function of its inputs only; what each step does to a column
 feature's type (hvd_trainer.features), and this module runs the steps over all features:
 
 1. `cast_column` parses one raw column (pyarrow) into typed values with missing values marked
-   (number: float64 with NaN; category and binary: object arrays of str with None). Errors
+   (number: float64, or float32 for a float32 column, with NaN; category and binary: object arrays of str with None). Errors
    name the column, the value and its row.
 2. `compute_metadata` builds training_set_metadata from the training rows. When every rank
    holds only its shard, partial statistics are combined through a `Reducer`: value counts

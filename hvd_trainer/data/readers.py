@@ -6,8 +6,9 @@ number of ranks grows:
 - CSV: the bytes after the header are cut into `size` equal ranges; a line belongs to the rank
   whose range holds its first byte (each cut is moved forward to the next line start). A quoted
   value that spans several lines is therefore not supported in sharded reads.
-- Parquet: row groups are dealt round-robin; a file with fewer row groups than ranks is read
-  in record batches and each rank keeps a contiguous slice of rows.
+- Parquet: row groups are dealt round-robin, and each rank reads only its own; a file with
+  fewer row groups than ranks is read one column at a time and each rank keeps a contiguous
+  slice of rows.
 
 Every column is returned as a pyarrow array: CSV columns are strings (type inference per shard
 could disagree between ranks; preprocessing parses them with errors that name the row),
@@ -34,7 +35,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"
 NULL_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
                "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 _BOM = b"\xef\xbb\xbf"
-_PARQUET_BATCH_ROWS = 65536
 
 
 @dataclass
@@ -50,6 +50,17 @@ class RawTable:
     def with_row_offset(self, offset: int) -> "RawTable":
         """Give a CSV shard its global row indices, once the rows before it are counted."""
         return RawTable(self.path, self.columns, self.num_rows, offset + np.arange(self.num_rows, dtype=np.int64))
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Arrow has freed back to the system.
+
+    Arrow's allocator (mimalloc or jemalloc) keeps freed pages for its own next allocations, but
+    the arrays that preprocessing makes from Arrow's columns are numpy's (malloc), which cannot
+    use them: a dropped raw or cast column would still count in the process's memory while its
+    replacement is allocated next to it.
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def file_format(path: str) -> str:
@@ -166,7 +177,7 @@ def _read_csv(path: str, required: Mapping[str, str], rank: int, size: int, role
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         where = "" if size == 1 else f" (in bytes {start}-{end}, the part read by rank {rank} of {size})"
         raise _parse_error(path, role, e, where) from None
-    cols = {c: table.column(c).combine_chunks() for c in columns}
+    cols = {c: _one_array(table.column(c)) for c in columns}
     row_ids = np.arange(table.num_rows, dtype=np.int64) if size == 1 else None
     return RawTable(path, cols, table.num_rows, row_ids)
 
@@ -177,7 +188,9 @@ def _read_parquet(path: str, required: Mapping[str, str], rank: int, size: int, 
 
     columns = list(required)
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) keeps the file's compressed column chunks in memory as
+        # long as the file is open: as much again as the decoded columns, for no gain on a local file.
+        pf = pq.ParquetFile(path, pre_buffer=False)
         names = pf.schema_arrow.names
         _check_columns(path, names, required, role)
         group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
@@ -201,20 +214,26 @@ def _read_parquet(path: str, required: Mapping[str, str], rank: int, size: int, 
             f"The {role} file {path} could not be read as Parquet: {str(e).rstrip('.')}. Check that the file is complete (not "
             "truncated by a copy) and was written as Parquet; rewrite it, or use CSV."
         ) from None
-    cols = {c: table.column(c).combine_chunks() for c in columns}
+    cols = {c: _one_array(table.column(c)) for c in columns}
     return RawTable(path, cols, table.num_rows, row_ids)
 
 
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array; a single chunk as it is (combine_chunks would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _read_parquet_rows(pf, columns: List[str], lo: int, hi: int) -> pa.Table:
-    """Rows lo..hi-1 of a Parquet file, streaming record batches (never the whole file at once)."""
-    pieces, pos = [], 0
-    for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-        b_lo, b_hi = max(lo - pos, 0), min(hi - pos, batch.num_rows)
-        if b_hi > b_lo:
-            pieces.append(batch.slice(b_lo, b_hi - b_lo))
-        pos += batch.num_rows
-        if pos >= hi:
-            break
-    if not pieces:
-        return pf.schema_arrow.empty_table().select(columns)
-    return pa.Table.from_batches(pieces)
+    """Rows lo..hi-1 of a Parquet file that has fewer row groups than ranks.
+
+    A row group is decoded whole, so this rank must decode rows that are not its own: it does so
+    one column at a time and copies its rows out, so that beyond its own rows it never holds more
+    than one decoded column.
+    """
+    arrays = []
+    for c in columns:
+        whole = pf.read(columns=[c]).column(0)
+        arrays.append(pa.concat_arrays(whole.slice(lo, hi - lo).chunks) if hi > lo else pa.array([], whole.type))
+        del whole
+        release_freed_memory()
+    return pa.table(arrays, names=columns)

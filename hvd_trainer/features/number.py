@@ -59,9 +59,13 @@ class NumberOutputConfig(OutputFeatureConfig):
 
 # ---- casting ---------------------------------------------------------------------------------
 def cast_number(array: pa.Array, feature: FeatureConfig, row_ids: np.ndarray, path: str) -> np.ndarray:
-    """float64 values with NaN where missing; an error naming the row for text or infinity."""
+    """float64 values (float32 for a float32 column) with NaN where missing; an error naming the row
+    for text or infinity. A float32 column stays float32: widening is exact but would double the
+    memory of the whole column, and the statistics and transforms widen one column at a time."""
     t = array.type
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+    if pa.types.is_float32(t):
+        values = array.to_numpy(zero_copy_only=False)
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
         values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
         trimmed = pc.utf8_trim_whitespace(array)
@@ -74,7 +78,7 @@ def cast_number(array: pa.Array, feature: FeatureConfig, row_ids: np.ndarray, pa
             f"The {describe_feature(feature)} of {path} has the type {t}, which is not a number. Declare the "
             "feature with a type that fits the column, or store the column as numbers."
         )
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float32 if values.dtype == np.float32 else np.float64)
     bad = np.isinf(values)
     if bad.any():
         i = int(np.argmax(bad))
@@ -109,10 +113,11 @@ def number_metadata(numbers: List[FeatureConfig], columns: Mapping[str, np.ndarr
                     reducer: Reducer) -> Dict[str, Dict[str, Any]]:
     """Metadata of all number features at once: each statistic is one collective for all of them."""
     local = [columns[f.name] for f in numbers]
-    present = [v[~np.isnan(v)] for v in local]
-    sums = reducer.sum(np.concatenate([[len(p), float(np.sum(p)), len(v) - len(p)] for p, v in zip(present, local)]))
-    mins = reducer.min([float(p.min()) if len(p) else math.inf for p in present])
-    maxs = reducer.max([float(p.max()) if len(p) else -math.inf for p in present])
+    # One column's present values at a time: a list of them all would copy every number column.
+    stats = [_column_stats(v) for v in local]
+    sums = reducer.sum(np.concatenate([s[:3] for s in stats]))
+    mins = reducer.min([s[3] for s in stats])
+    maxs = reducer.max([s[4] for s in stats])
     fills, means = [], []
     for i, f in enumerate(numbers):
         count, total, missing = sums[3 * i], sums[3 * i + 1], sums[3 * i + 2]
@@ -120,10 +125,7 @@ def number_metadata(numbers: List[FeatureConfig], columns: Mapping[str, np.ndarr
         fills.append(fill)
         means.append((total + missing * fill) / (count + missing))
     # Second pass: squared deviations from the global mean, missing values counted as their fill.
-    m2 = reducer.sum([
-        float(np.sum((p - mean) ** 2)) + (len(v) - len(p)) * (fill - mean) ** 2
-        for p, v, mean, fill in zip(present, local, means, fills)
-    ])
+    m2 = reducer.sum([_squared_deviations(v, mean, fill) for v, mean, fill in zip(local, means, fills)])
     out = {}
     for i, f in enumerate(numbers):
         count, missing = sums[3 * i], sums[3 * i + 2]
@@ -140,6 +142,19 @@ def number_metadata(numbers: List[FeatureConfig], columns: Mapping[str, np.ndarr
             "mean": float(means[i]), "std": float(std), "min": float(lo), "max": float(hi),
         }
     return out
+
+
+def _column_stats(values: np.ndarray) -> List[float]:
+    """[present count, sum, missing count, min, max] of one cast column (min/max of none: +-inf)."""
+    present = values[~np.isnan(values)].astype(np.float64, copy=False)
+    return [len(present), float(np.sum(present)), len(values) - len(present),
+            float(present.min()) if len(present) else math.inf, float(present.max()) if len(present) else -math.inf]
+
+
+def _squared_deviations(values: np.ndarray, mean: float, fill: float) -> float:
+    """Sum of squared deviations from `mean`, a missing value counted as `fill`."""
+    present = values[~np.isnan(values)].astype(np.float64, copy=False)
+    return float(np.sum((present - mean) ** 2)) + (len(values) - len(present)) * (fill - mean) ** 2
 
 
 def _number_fill(f: FeatureConfig, count: float, total: float, counted) -> float:
@@ -245,6 +260,7 @@ class NumberType(FeatureType):
         return number_metadata(features, columns, counts, reducer)
 
     def transform(self, values, meta, name, row_ids, path, unknown_counts=None):
+        values = values.astype(np.float64, copy=False)  # a float32 column: computed as before, in float64
         x = np.where(np.isnan(values), meta["preprocessing"]["computed_fill_value"], values)
         return normalize_number(x, meta).astype(np.float32)
 
