@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvd_trainer.features.arrays import as_strings, no_values_error, ranked
+from hvd_trainer.features.arrays import as_strings
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
 from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
 from hvd_trainer.features.layers import FCLayerSpec, FCStack, ACTIVATIONS, NORMS
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
-from hvd_trainer.features.tokens import LUDWIG_OTHER_TOKENIZERS, TOKENIZERS, filled, global_token_stats, tokenize, \
+from hvd_trainer.features.tokens import LUDWIG_OTHER_TOKENIZERS, TOKENIZERS, fill_value, filled, global_token_stats, tokenize, \
     vocabulary
 from hvd_trainer.metrics import MeanLoss, RatioMetric
 
@@ -81,18 +81,8 @@ class SetOutputConfig(OutputFeatureConfig):
 
 
 # ---- metadata and transform ------------------------------------------------------------------
-def _fill(f: FeatureConfig, counts) -> str:
-    p = f.preprocessing
-    if p.missing_value_strategy != "fill_with_mode":
-        return p.fill_value
-    value_counts, _ = counts
-    if not value_counts:
-        raise no_values_error(f, "fill_with_mode")
-    return ranked(value_counts)[0]
-
-
 def set_metadata(features: List[FeatureConfig], columns: Mapping[str, np.ndarray], counts, reducer) -> Dict[str, Any]:
-    fills = {f.name: _fill(f, counts.get(f.name)) for f in features}
+    fills = {f.name: fill_value(f, counts.get(f.name)) for f in features}
     texts = {f.name: filled(columns[f.name], fills[f.name]) for f in features}
     stats = global_token_stats(features, texts, reducer, name="data.metadata.set_tokens")
     out = {}

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from hvd_trainer.errors import ConfigError
-from hvd_trainer.features.arrays import as_strings, no_values_error, ranked
+from hvd_trainer.features.arrays import as_strings
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
 from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
 from hvd_trainer.features.layers import ACTIVATIONS, NORMS, FCLayerSpec, FCStack
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
-from hvd_trainer.features.tokens import LUDWIG_OTHER_TOKENIZERS, TOKENIZERS, filled, global_token_stats, token_ids, \
+from hvd_trainer.features.tokens import LUDWIG_OTHER_TOKENIZERS, TOKENIZERS, fill_value, filled, global_token_stats, token_ids, \
     tokenize, vocabulary
 
 STOP, START = "<EOS>", "<SOS>"
@@ -129,17 +129,8 @@ class TextOutputConfig(OutputFeatureConfig):
 
 
 # ---- metadata and transform ------------------------------------------------------------------
-def _fill(f: FeatureConfig, counts) -> str:
-    if f.preprocessing.missing_value_strategy != "fill_with_mode":
-        return f.preprocessing.fill_value
-    value_counts, _ = counts
-    if not value_counts:
-        raise no_values_error(f, "fill_with_mode")
-    return ranked(value_counts)[0]
-
-
 def text_metadata(features: List[FeatureConfig], columns: Mapping[str, np.ndarray], counts, reducer) -> Dict[str, Any]:
-    fills = {f.name: _fill(f, counts.get(f.name)) for f in features}
+    fills = {f.name: fill_value(f, counts.get(f.name)) for f in features}
     texts = {f.name: filled(columns[f.name], fills[f.name]) for f in features}
     stats = global_token_stats(features, texts, reducer, name="data.metadata.text_tokens")
     out = {}

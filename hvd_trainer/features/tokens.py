@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from hvd_trainer.features.arrays import missing_mask, ranked
+from hvd_trainer.features.arrays import missing_mask, no_values_error, ranked
 from hvd_trainer.features.config import FeatureConfig
 from hvd_trainer.features.reducer import Reducer
 
@@ -78,6 +78,17 @@ def tokenize(text: str, tokenizer: str, lowercase: bool, unknown: str = "<UNK>")
     if text == unknown:
         return [text]
     return TOKENIZERS[tokenizer](text.lower() if lowercase else text)
+
+
+def fill_value(f: FeatureConfig, counts) -> str:
+    """What replaces a missing value of a set or text feature: the configured constant, or the most
+    frequent whole value over every rank (`counts` holds the agreed value counts)."""
+    if f.preprocessing.missing_value_strategy != "fill_with_mode":
+        return f.preprocessing.fill_value
+    value_counts, _ = counts
+    if not value_counts:
+        raise no_values_error(f, "fill_with_mode")
+    return ranked(value_counts)[0]
 
 
 def filled(values: np.ndarray, fill: str) -> List[str]:
