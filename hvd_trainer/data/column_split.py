@@ -11,8 +11,10 @@ rows. The result does not depend on how many ranks read the file.
   validation, the rest to test. (Ludwig draws with scikit-learn's train_test_split instead; the
   shares per class are the same up to rounding, the rows drawn differ.)
 - datetime (Ludwig's DatetimeSplitter): rows sorted by time (ties by row id), the first
-  int(p_train * n) to training, up to int((p_train + p_val) * n) to validation, the rest to test,
-  as Ludwig cuts its sorted frame. Missing times sort first, as pandas' NaT does in Ludwig.
+  int(p_train * n) to training, the next int(p_val * n) to validation, as Ludwig cuts its sorted
+  frame (split_by_slices), and the rest to test (Ludwig's last slice is int(p_test * n) long and
+  drops the one or two rows that rounding leaves over; here they stay in test). Missing times sort
+  first, as pandas' NaT does in Ludwig.
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def datetime_split(times: np.ndarray, row_ids: np.ndarray, probabilities: Sequen
     all_times = np.concatenate([t for _, t in gathered])
     n = len(all_ids)
     cut_train = int(probabilities[0] * n)
-    cut_val = int((probabilities[0] + probabilities[1]) * n)
+    cut_val = cut_train + int(probabilities[1] * n)
     return _codes(_lookup(all_ids, _positions(all_ids, all_times), row_ids.astype(np.int64)), cut_train, cut_val)
 
 

@@ -140,6 +140,10 @@ class Batcher:
             self.batch_size = int(batch_size)
         # Read twice per training step (last_batch), so computed here, where the batch size changes.
         self._steps_per_epoch = math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
+        if self.training and self.batch_size > 1 and self._steps_per_epoch > 1 and self.shard_len % self.batch_size == 1:
+            # Ludwig's trainer batches with ignore_last=True: a last batch of one row is skipped, as
+            # batch norm cannot train on it. Every rank's shard_len is the same, so all skip together.
+            self._steps_per_epoch -= 1
         self.epoch = epoch
         self.step = 0
         self._order = self._epoch_order(epoch)
