@@ -315,3 +315,27 @@ def test_balancing_shares_are_dealt_by_largest_remainder_and_sum_to_the_total():
     assert sum(shares(1234, [17, 400, 3])) == 1234
     assert balanced_total(1000, 150, 0.26, None) == 260
     assert balanced_total(1000, 150, None, 0.5) == 300
+
+
+# ---- the option examples under hvd_trainer/examples ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["access"] + sorted(__import__("hvd_trainer.examples", fromlist=["x"]).OPTION_EXAMPLES))
+def test_each_option_example_loads_its_own_data_and_its_model_takes_a_step(tmp_path, name):
+    import torch
+    import yaml
+
+    from hvd_trainer.data.pipeline import load_training_data
+    from hvd_trainer.examples import example_config_path, write_example_dataset
+    from hvd_trainer.job import JobConfig
+    from hvd_trainer.models.feature_model import build_model
+
+    job = JobConfig.load(example_config_path(name))
+    with open(example_config_path(name)) as fh:
+        assert yaml.safe_load(fh)["input_features"]
+    data = write_example_dataset(name, str(tmp_path / f"{name}.csv"))
+    train_set, _, test_set, metadata = load_training_data(job.model, dataset=data)
+    assert len(train_set) and len(test_set)
+    model = build_model(job.model, metadata)
+    batch = train_set.take(np.arange(min(64, len(train_set))))
+    loss, _ = model.train_loss(model.target_tensors(batch, "cpu"), model(model.input_tensors(batch, "cpu")))
+    loss.backward()
+    assert torch.isfinite(loss)

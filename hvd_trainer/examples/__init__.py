@@ -3,8 +3,10 @@
     digits         64 number features pixel_0..pixel_63 -> category `label` (10 classes)
     breast_cancer  30 number features                   -> binary `diagnosis` (malignant/benign)
     diabetes       10 number features                   -> number `target`
+    access         9 category features (generated)      -> binary `ACTION` (Ludwig's lbfgs example)
 
-The data ships with scikit-learn, so nothing is downloaded.
+The data ships with scikit-learn or is generated (generated.py), so nothing is downloaded.
+OPTION_EXAMPLES are configs of one Ludwig option each, on one of these datasets.
 """
 from __future__ import annotations
 
@@ -13,7 +15,19 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-EXAMPLES = ("digits", "breast_cancer", "diabetes")
+EXAMPLES = ("digits", "breast_cancer", "diabetes", "access")
+
+#: One config per Ludwig option, and the dataset (of EXAMPLES) it runs on.
+OPTION_EXAMPLES = {
+    "access_defaults": "access",                # defaults: section; dense and sparse category encoders
+    "access_datetime_split": "access",          # split: datetime
+    "digits_stratified": "digits",              # split: stratify
+    "digits_decoder_layers": "digits",          # output decoder fc_layers, fc_norm, fc_dropout
+    "digits_class_weights": "digits",           # loss.class_weights of a category output
+    "breast_cancer_oversample": "breast_cancer",    # preprocessing.oversample_minority
+    "breast_cancer_undersample": "breast_cancer",   # preprocessing.undersample_majority
+    "breast_cancer_loss": "breast_cancer",      # positive_class_weight, robust_lambda, confidence_penalty
+}
 
 
 def example_config_path(name: str) -> str:
@@ -23,15 +37,20 @@ def example_config_path(name: str) -> str:
 
 
 def _check_name(name: str) -> None:
-    if name not in EXAMPLES:
+    if name not in EXAMPLES and name not in OPTION_EXAMPLES:
         from hvd_trainer.errors import ConfigError
 
-        raise ConfigError(f"There is no example named {name!r}; the examples are: {', '.join(EXAMPLES)}.")
+        raise ConfigError(f"There is no example named {name!r}; the examples are: "
+                          f"{', '.join(EXAMPLES + tuple(OPTION_EXAMPLES))}.")
 
 
 def _columns(name: str) -> Tuple[List[str], Dict[str, np.ndarray]]:
     from sklearn import datasets
 
+    if name == "access":
+        from hvd_trainer.examples.generated import access_columns
+
+        return access_columns()
     if name == "digits":
         data = datasets.load_digits()
         names = [f"pixel_{i}" for i in range(data.data.shape[1])]
@@ -58,7 +77,9 @@ def write_example_dataset(name: str, path: str) -> str:
     """
     import pyarrow as pa
 
-    _check_name(name)
+    if name not in EXAMPLES:
+        _check_name(name)
+        name = OPTION_EXAMPLES[name]  # an option example writes its dataset
     order, columns = _columns(name)
     table = pa.table({n: columns[n] for n in order})
     path = str(path)
