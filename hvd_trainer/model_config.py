@@ -146,6 +146,7 @@ class ModelConfig:
         combiner = _combiner(config.get("combiner"))
         preprocessing = _preprocessing(config.get("preprocessing"))
         _check_balancing(preprocessing, outputs)
+        _check_split_column(preprocessing.split, inputs + outputs)
         return cls(inputs, outputs, combiner, preprocessing)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -333,6 +334,18 @@ def _check_balancing(preprocessing: "PreprocessingConfig", outputs: List[Feature
             f"preprocessing.{key} balances the classes of a single binary output feature, but the config's output "
             f"features are {found}. Remove preprocessing.{key}, or (for a category target) weigh the classes with "
             "the output's loss.class_weights."
+        )
+
+
+def _check_split_column(split: "SplitConfig", features: List[FeatureConfig]) -> None:
+    """Ludwig's splitter checks: a stratify column that is a feature is binary or category; a datetime one, a date."""
+    wanted = {"stratify": ("binary", "category"), "datetime": ("date",)}.get(split.type)
+    using = [f for f in features if f.column_name == split.column]
+    if wanted and using and using[0].type not in wanted:
+        raise ConfigError(
+            f"preprocessing.split.column {split.column!r} is the {using[0].type} feature {using[0].name!r}, but a "
+            f"{split.type} split needs a {' or '.join(wanted)} column (Ludwig's rule). Split by another column, or "
+            "use split.type random."
         )
 
 
