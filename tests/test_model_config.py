@@ -222,6 +222,8 @@ REFUSED = {
                              ["normalisation", "Did you mean 'normalization'"]),
     "hash split": (minimal(preprocessing={"split": {"type": "hash", "column": "id"}}),
                    ["'hash'", "not supported by hvd_trainer", "stratify"]),
+    "stratify on a number feature": (minimal(preprocessing={"split": {"type": "stratify", "column": "age"}}),
+                                     ["'age'", "number feature", "binary or category"]),
     "stratify without a column": (minimal(preprocessing={"split": {"type": "stratify"}}), ["needs split.column"]),
     "datetime without a column": (minimal(preprocessing={"split": {"type": "datetime"}}), ["needs split.column"]),
     "oversampling a number target": (minimal(preprocessing={"oversample_minority": 0.5}),
