@@ -123,6 +123,7 @@ def test_titanic_model2_with_an_output_fc_layer_trains_unchanged_at_np2(tmp_path
     progress, out = train(example("titanic_model2_config.yaml"), dataset, tmp_path / "runs")
     accuracy = progress["best_eval_test_metrics"]["Survived"]["accuracy"]
     chance = majority_share(labels)
+    print(f"titanic model2 at np=2: test accuracy {accuracy:.3f}, majority share {chance:.3f}")
     # The rule is learnable to ~95% (5% noise): demand 10 points over always guessing the majority.
     assert accuracy >= chance + 0.10, (accuracy, chance)
 
@@ -132,6 +133,7 @@ def test_class_imbalance_balanced_model_oversamples_and_trains_unchanged_at_np2(
     progress, out = train(example("class_imbalance_balanced_model_config.yaml"), dataset, tmp_path / "runs")
     assert "oversample_minority 0.26" in out
     roc_auc = progress["best_eval_test_metrics"]["Response"]["roc_auc"]
+    print(f"class_imbalance balanced at np=2: test roc_auc {roc_auc:.3f}")
     # Chance is an AUC of 0.5; the rule is nearly deterministic, so demand 0.25 over it.
     assert roc_auc >= 0.75, roc_auc
 
@@ -141,5 +143,6 @@ def test_lbfgs_example_with_defaults_sparse_encoders_and_a_fixed_split_trains_un
     progress, _ = train(example("lbfgs_config.yaml"), dataset, tmp_path / "runs")
     assert progress["steps"] == 1
     accuracy = progress["best_eval_test_metrics"]["ACTION"]["accuracy"]
+    print(f"lbfgs at np=2: test accuracy {accuracy:.3f}")
     # Classes are balanced (chance 0.5); a linear model of the one-hot ids can reach ~0.95.
     assert accuracy >= 0.5 + 0.25, accuracy

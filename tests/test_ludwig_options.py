@@ -203,6 +203,7 @@ def test_class_weights_confidence_penalty_and_batch_norm_decoders_learn_at_np2(t
     progress, out = train(str(config_path), dataset, tmp_path / "runs2")
     assert "weight_regularization (at output_features[0].weight_regularization)" in out
     accuracy = progress["best_eval_test_metrics"]["ACTION"]["accuracy"]
+    print(f"class weights, confidence penalty, batch-norm decoder at np=2: test accuracy {accuracy:.3f}")
     assert accuracy >= 0.5 + 0.2, accuracy  # balanced classes: chance is 0.5
 
 
