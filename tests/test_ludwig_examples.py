@@ -134,8 +134,9 @@ def test_class_imbalance_balanced_model_oversamples_and_trains_unchanged_at_np2(
     assert "oversample_minority 0.26" in out
     roc_auc = progress["best_eval_test_metrics"]["Response"]["roc_auc"]
     print(f"class_imbalance balanced at np=2: test roc_auc {roc_auc:.3f}")
-    # Chance is an AUC of 0.5; the rule is nearly deterministic, so demand 0.25 over it.
-    assert roc_auc >= 0.75, roc_auc
+    # Chance is an AUC of 0.5; demand 0.2 over it. (Measured 0.815: the config's learning rate of 1e-4 and
+    # batch_size auto, tuned on throughput, leave the nearly deterministic rule partly learnt in 50 epochs.)
+    assert roc_auc >= 0.70, roc_auc
 
 
 def test_lbfgs_example_with_defaults_sparse_encoders_and_a_fixed_split_trains_unchanged_at_np2(tmp_path):
