@@ -340,3 +340,13 @@ def test_each_option_example_loads_its_own_data_and_its_model_takes_a_step(tmp_p
     loss, _ = model.train_loss(model.target_tensors(batch, "cpu"), model(model.input_tensors(batch, "cpu")))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_a_last_training_batch_of_one_row_is_skipped_as_ludwigs_ignore_last():
+    from hvd_trainer.data import Dataset
+
+    ds = Dataset({"x": np.arange(33, dtype=np.float32)})
+    assert ds.initialize_batcher(16, training=True).steps_per_epoch == 2  # 16 + 16, the 33rd row waits
+    assert ds.initialize_batcher(16, training=False).steps_per_epoch == 3  # evaluation sees every row
+    assert ds.initialize_batcher(32, training=True).steps_per_epoch == 1
+    assert Dataset({"x": np.arange(1, dtype=np.float32)}).initialize_batcher(16).steps_per_epoch == 1
