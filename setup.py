@@ -28,7 +28,14 @@ setup(
         "pyarrow",
         "scikit-learn",
         "matplotlib",
+        "python-dateutil",  # date features parse values without a datetime_format
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # `export --format onnx`: torch writes ONNX with `onnx`; the export is checked in onnxruntime.
+        "export": ["onnx", "onnxruntime"],
+        # trainer.mlflow / train --mlflow-tracking-uri (the client only; a server is not needed for file: stores).
+        "mlflow": ["mlflow-skinny"],
+        "test": ["pytest>=7", "pytest-timeout", "onnx", "onnxruntime", "mlflow-skinny"],
+    },
     entry_points={"console_scripts": ["hvd_trainer=hvd_trainer.cli:main"]},
 )

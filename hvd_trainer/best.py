@@ -6,7 +6,6 @@ wants to stop on one rank) needs a collective: the trainer's vote (Control.vote)
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -15,7 +14,6 @@ from hvd_trainer.features import higher_is_better
 from hvd_trainer.plateau import improves
 from hvd_trainer.progress import ProgressTracker
 
-logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
 
@@ -73,15 +71,3 @@ def record_best(pt: ProgressTracker, value: float) -> None:
                                      pt.best_eval_test_metrics)):
         store.clear()
         store.update({f: {m: series[-1][2] for m, series in ms.items()} for f, ms in pt.metrics_of(split).items()})
-
-
-def log_verdict(verdict: Verdict, field: str, metric: str, steps_per_evaluation: int) -> None:
-    """Rank 0's account of an evaluation: improvement (model saved), time since the last one, early stop."""
-    if verdict.improved:
-        previous = "none" if math.isinf(verdict.previous_best) else f"{verdict.previous_best:.6g}"
-        logger.info("Validation %s on %s improved from %s to %.6g; model saved.", metric, field, previous, verdict.value)
-    if verdict.steps_since_improvement > 0:
-        logger.info("Last improvement of validation %s on %s was %d step(s) (%d evaluation(s)) ago.", metric, field,
-                    verdict.steps_since_improvement, verdict.steps_since_improvement // max(1, steps_per_evaluation))
-    if verdict.should_stop:
-        logger.info("Early stopping: %s.", verdict.reason)

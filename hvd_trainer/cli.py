@@ -16,6 +16,7 @@ from hvd_trainer.options import build_parser, parse_run_options
 __all__ = ["build_parser", "main", "setup_logging"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+QUIET_LIBRARIES = ("matplotlib", "PIL")
 
 
 def setup_logging(level: str, rank: int = 0) -> None:
@@ -23,6 +24,10 @@ def setup_logging(level: str, rank: int = 0) -> None:
     if rank != 0 and level != "debug":
         level = "warning"
     logging.basicConfig(level=getattr(logging, level.upper()), format="%(message)s", stream=sys.stderr)
+    # Libraries' chatter is not the run's news: matplotlib's "generated new fontManager" (info) and its font
+    # cache warnings on a fresh machine, PIL's plugin loading (debug).
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -109,6 +109,22 @@ class LRSchedulerConfig:
 
 
 @dataclass
+class MLflowConfig:
+    """`trainer.mlflow:` log the run to MLflow from rank 0 (needs `pip install 'hvd_trainer[mlflow]'`)."""
+
+    tracking_uri: Optional[str] = setting(
+        None, "Where MLflow keeps runs (file:./mlruns, http://host:5000); null: no MLflow logging.")
+    experiment_name: str = setting("hvd_trainer", "The MLflow experiment the run goes into (created if missing).")
+    run_name: Optional[str] = setting(None, "The MLflow run's name (null: the run directory's name).")
+    log_model: bool = setting(True, "Log the model directory (weights, config, metadata, logs) as an artifact at the end.")
+
+    def __post_init__(self):
+        if self.tracking_uri == "":
+            raise ConfigError("trainer.mlflow.tracking_uri is an empty string; give a URI such as file:./mlruns, "
+                              "or leave it out to turn MLflow logging off.")
+
+
+@dataclass
 class TrainerConfig:
     """The `trainer:` section, with Ludwig's ECD trainer names and defaults."""
 
@@ -145,6 +161,7 @@ class TrainerConfig:
         True, "Copy the state in memory and write checkpoints from a thread while training goes on (needs host "
         "memory for up to two more copies of the model and optimizer state while an evaluation's files are "
         "written; false writes them in the training loop).")
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig, metadata={"help": "MLflow logging (off by default)."})
 
     def __post_init__(self):
         if self.steps_per_checkpoint and self.checkpoints_per_epoch:

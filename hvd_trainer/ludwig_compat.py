@@ -9,7 +9,7 @@ and the checks that apply both.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.features.base import ANY
@@ -17,8 +17,7 @@ from hvd_trainer.features.base import ANY
 logger = logging.getLogger(__name__)
 
 #: Feature types Ludwig has and hvd_trainer does not implement.
-LUDWIG_OTHER_FEATURE_TYPES = ("text", "sequence", "set", "bag", "vector", "image", "audio", "date", "h3",
-                              "timeseries", "category_distribution")
+LUDWIG_OTHER_FEATURE_TYPES = ("sequence", "bag", "image", "audio", "h3", "timeseries", "category_distribution")
 
 #: {section: {key: values that are harmless here (the key is then dropped), or ANY}}
 NOOP_KEYS: Dict[str, Dict[str, Any]] = {
@@ -53,7 +52,7 @@ DEPRECATED_KEYS: Dict[str, str] = {
 #: {dotted key: values Ludwig accepts that hvd_trainer refuses}
 LUDWIG_ONLY_VALUES: Dict[str, Tuple[str, ...]] = {
     "preprocessing.missing_value_strategy": ("bfill", "ffill"),
-    "combiner.type": ("sequence_concat", "sequence", "tabnet", "comparator", "transformer", "tabtransformer",
+    "combiner.type": ("sequence_concat", "sequence", "comparator", "transformer", "tabtransformer",
                       "project_aggregate"),
     "split.type": ("hash",),
 }
@@ -63,7 +62,8 @@ def not_supported(key: str, value: Any, allowed: str) -> ConfigError:
     """The error for a Ludwig option (a key with this value) that hvd_trainer does not implement."""
     return ConfigError(
         f"{key} is {value!r}: this Ludwig option is not supported by hvd_trainer. {allowed} Remove the key or "
-        "change the value; hvd_trainer implements Ludwig's ECD model for number, category and binary features."
+        "change the value; hvd_trainer implements Ludwig's ECD model for number, category, binary, set, text, "
+        "vector and date features."
     )
 
 

@@ -1,7 +1,7 @@
 """The model part of the config: input_features, output_features, combiner, preprocessing.
 
-A Ludwig (ECD) config that uses number, category and binary features loads unchanged. Every
-key is checked before any work starts:
+A Ludwig (ECD) config that uses number, category, binary, set, text, vector and date features loads
+unchanged. Every key is checked before any work starts:
 
 - keys hvd_trainer implements are typed dataclass fields (unknown keys get a "did you mean");
 - keys Ludwig has but hvd_trainer does not implement are refused as "not supported by
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from hvd_trainer.config_schema import did_you_mean, from_dict, to_dict
 from hvd_trainer.errors import ConfigError
@@ -28,6 +28,7 @@ from hvd_trainer.features.config import (ACTIVATIONS, NORMS, FCLayerConfig, Feat
                                          config_field, resolve_layers)
 from hvd_trainer.ludwig_compat import (LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS, check_ludwig_value,
                                        drop_noop_keys, not_supported, strip_deprecated_keys, unsupported_section)
+from hvd_trainer.tabnet_config import TabNetCombinerConfig, tabnet_config
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,14 @@ logger = logging.getLogger(__name__)
 OTHER_TOP_LEVEL_KEYS = ("trainer", "distributed", "model_type", "ludwig_version", "backend")
 MODEL_KEYS = ("input_features", "output_features", "combiner", "preprocessing", "defaults")
 RESERVED_PREFIX = "__"
+COMBINER_TYPES = ("concat", "tabnet")
 
 
 # ---- combiner and global preprocessing -------------------------------------------------------------
 @dataclass
 class CombinerConfig:
-    type: str = config_field("concat", "Only concat is implemented.", choices=("concat",))
+    type: str = config_field("concat", "concat (this section) or tabnet (TabNetCombinerConfig).",
+                             choices=COMBINER_TYPES)
     num_fc_layers: int = config_field(0, "Fully connected layers after the concatenation (fc_layers overrides).",
                                       min=0)
     output_size: int = config_field(256, "Width of each fully connected layer.", min=1)
@@ -126,7 +129,7 @@ class ModelConfig:
 
     input_features: List[FeatureConfig]
     output_features: List[OutputFeatureConfig]
-    combiner: CombinerConfig = field(default_factory=CombinerConfig)
+    combiner: Union[CombinerConfig, TabNetCombinerConfig] = field(default_factory=CombinerConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 
     @classmethod
@@ -318,8 +321,10 @@ def _check_defaults(defaults: Mapping[str, Any]) -> None:
         name = f"defaults.{ftype}"
         inputs = {k: v for k, v in entry.items() if k in ("preprocessing", "encoder")}
         outputs = {k: v for k, v in entry.items() if k in ("decoder", "loss")}
-        _feature({"name": name, "type": ftype, **inputs}, name, "input")
-        _feature({"name": name, "type": ftype, **outputs}, name, "output")
+        if inputs:
+            _feature({"name": name, "type": ftype, **inputs}, name, "input")
+        if outputs:  # (some types, text among them, cannot be outputs: their defaults name no decoder)
+            _feature({"name": name, "type": ftype, **outputs}, name, "output")
 
 
 def _check_balancing(preprocessing: "PreprocessingConfig", outputs: List[FeatureConfig]) -> None:
@@ -361,9 +366,11 @@ def _check_names(inputs: List[FeatureConfig], outputs: List[FeatureConfig]) -> N
             seen[f.name] = kind
 
 
-def _combiner(raw: Any) -> CombinerConfig:
+def _combiner(raw: Any) -> Union[CombinerConfig, TabNetCombinerConfig]:
     data = drop_noop_keys(_mapping(raw, "combiner"), "combiner", NOOP_KEYS["combiner"])
-    check_ludwig_value(LUDWIG_ONLY_VALUES["combiner.type"], "combiner.type", data.get("type"), ("concat",))
+    check_ludwig_value(LUDWIG_ONLY_VALUES["combiner.type"], "combiner.type", data.get("type"), COMBINER_TYPES)
+    if data.get("type") == "tabnet":
+        return tabnet_config(data)
     if isinstance(data.get("fc_layers"), list):
         data["fc_layers"] = [
             drop_noop_keys(_mapping(l, f"combiner.fc_layers[{i}]"), f"combiner.fc_layers[{i}]", NOOP_KEYS["fc_layer"])

@@ -1,6 +1,6 @@
 """The command line's flags, and the typed options each subcommand receives.
 
-    python -m hvd_trainer [--log-level L] [train|evaluate|predict|tune-batch-size|visualize|doctor] ...
+    python -m hvd_trainer [--log-level L] [train|evaluate|predict|export|tune-batch-size|visualize|doctor] ...
 
 `parse_run_options(argv)` returns a RunOptions whose `command` is one frozen dataclass per
 subcommand (ExampleOptions when none is given). The commands read these fields and never see
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Type, TypeVar, Union
 
 SPLITS = ("training", "validation", "test")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STRATEGIES = ("auto", "horovod", "local")
+EXPORT_FORMATS = ("torchscript", "onnx")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ class TrainOptions:
     random_seed: int = 42
     overrides: Tuple[str, ...] = ()
     """`--set a.b=c` assignments, applied in order over the config file."""
+    mlflow_tracking_uri: Optional[str] = None
+    """Log the run to MLflow there (the same as --set trainer.mlflow.tracking_uri=URI)."""
+
+    def all_overrides(self) -> Tuple[str, ...]:
+        """--set assignments, then what other flags set in the config (as if given with --set after them)."""
+        if self.mlflow_tracking_uri is None:
+            return self.overrides
+        # JSON is YAML: the URI stays one string whatever it holds (':', '#', spaces).
+        return self.overrides + (f"trainer.mlflow.tracking_uri={json.dumps(self.mlflow_tracking_uri)}",)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,16 @@ class PredictOptions:
     dataset: str
     output_directory: str
     batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """`export`: a trained model as a TorchScript or ONNX file (with its signature beside it)."""
+
+    model_path: str
+    format: str
+    output: Optional[str] = None
+    """The model file (None: <run>/exported/model.pt or model.onnx)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +117,8 @@ class ExampleOptions:
     """No subcommand: train the built-in digits example into ./results."""
 
 
-CommandOptions = Union[TrainOptions, EvaluateOptions, PredictOptions, TuneBatchSizeOptions, VisualizeOptions,
-                       DoctorOptions, ExampleOptions]
+CommandOptions = Union[TrainOptions, EvaluateOptions, PredictOptions, ExportOptions, TuneBatchSizeOptions,
+                       VisualizeOptions, DoctorOptions, ExampleOptions]
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,7 @@ class RunOptions:
 
 
 # Subcommand name -> its options class (the name is also argparse's `dest="command"` value).
-COMMANDS = {"train": TrainOptions, "evaluate": EvaluateOptions, "predict": PredictOptions,
+COMMANDS = {"train": TrainOptions, "evaluate": EvaluateOptions, "predict": PredictOptions, "export": ExportOptions,
             "tune-batch-size": TuneBatchSizeOptions, "visualize": VisualizeOptions, "doctor": DoctorOptions}
 
 
@@ -143,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_tune_batch_size(sub)
     _add_visualize(sub)
     return parser
@@ -179,6 +201,9 @@ def _add_train(sub) -> None:
     train.add_argument("--random-seed", type=int, default=TrainOptions.random_seed)
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="Override a config value, e.g. --set trainer.epochs=3 (repeatable).")
+    train.add_argument("--mlflow-tracking-uri", metavar="URI",
+                       help="Log params, metrics and the model to MLflow at URI (file:./mlruns, http://host:5000) "
+                            "from rank 0; the same as --set trainer.mlflow.tracking_uri=URI. Needs hvd_trainer[mlflow].")
 
 
 def _add_evaluate(sub) -> None:
@@ -197,6 +222,15 @@ def _add_predict(sub) -> None:
     predict.add_argument("--dataset", required=True)
     predict.add_argument("--output-directory", required=True)
     predict.add_argument("--batch-size", type=int, default=PredictOptions.batch_size)
+
+
+def _add_export(sub) -> None:
+    export = sub.add_parser("export", help="A trained model as one TorchScript or ONNX file, preprocessing included.")
+    export.add_argument("--model-path", required=True, help="A run directory or its model/ directory.")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="torchscript (torch.jit.load) or onnx (onnxruntime; needs hvd_trainer[export]).")
+    export.add_argument("--output", help="The model file (default: RUN/exported/model.pt or model.onnx); its "
+                                         "signature goes beside it as <file>.signature.json.")
 
 
 def _add_tune_batch_size(sub) -> None:

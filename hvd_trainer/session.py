@@ -32,6 +32,8 @@ class TrainingSession:
     next_evaluation: int
     has_validation: bool
     progress_bar: Any = None
+    #: The latest evaluation's {split: {feature: {metric: value}}}, for rank 0's line (hvd_trainer.console).
+    last_evaluation: Any = None
     start_time: float = field(default_factory=time.time)
 
     def save_progress(self, learning_rate: float) -> None:

@@ -12,6 +12,9 @@ import torch
 
 from hvd_trainer.run_layout import split_log_dir
 
+#: The pseudo-feature of the total loss (hvd_trainer.models.batch_metrics.COMBINED).
+COMBINED = "combined"
+
 SPLITS = ("training", "validation", "test")
 
 
@@ -66,7 +69,8 @@ def write_eval_summary(writer, metrics: Mapping[str, Mapping[str, float]], step:
 
 
 def format_metrics_table(split_metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """One table per output feature: rows are metrics, columns the splits that were evaluated."""
+    """One table per output feature (and `combined` where there are several): rows are metrics, columns the
+    splits that were evaluated."""
     splits = [s for s in SPLITS if split_metrics.get(s)]
     if not splits:
         return ""
@@ -75,6 +79,9 @@ def format_metrics_table(split_metrics: Mapping[str, Mapping[str, Mapping[str, f
         for f in split_metrics[s]:
             if f not in features:
                 features.append(f)
+    if len(features) == 2 and COMBINED in features:
+        # One output feature: `combined` repeats its loss, a second table saying nothing new.
+        features.remove(COMBINED)
     blocks = []
     for feature in features:
         names = []

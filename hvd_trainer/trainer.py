@@ -10,12 +10,11 @@ agreed between ranks), `Schedule` (the run's length), `best` (best model, early 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from hvd_trainer import best, signals
+from hvd_trainer import best, console, signals
 from hvd_trainer.batch_size_tuner import MAX_CPU_BATCH_SIZE, tune_model_batch_size
 from hvd_trainer.callbacks import Callback, overriding
 from hvd_trainer.checkpoint import remove_temp_files
@@ -32,6 +31,7 @@ from hvd_trainer.models.base import COMBINED, BaseModel
 from hvd_trainer.features import higher_is_better
 from hvd_trainer.metric_checks import check_metric_references
 from hvd_trainer.metrics import LOSS
+from hvd_trainer.mlflow_callback import configured_callbacks
 from hvd_trainer.optimizers import create_optimizer
 from hvd_trainer.plateau import increase_batch_size_on_plateau
 from hvd_trainer.progress import ProgressTracker
@@ -40,7 +40,7 @@ from hvd_trainer.run_layout import RunLayout
 from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession
 from hvd_trainer.step import TrainStep
-from hvd_trainer.summary import NullSummaryWriter, create_summary_writers, format_metrics_table, write_step_summary
+from hvd_trainer.summary import NullSummaryWriter, create_summary_writers, write_step_summary
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Trainer(LudwigTrainerAPI):
         if kwargs:
             raise TypeError(f"Trainer got unexpected arguments: {', '.join(sorted(kwargs))}.")
         self.config = config if isinstance(config, TrainerConfig) else TrainerConfig.from_dict(config)
-        self.resume, self.random_seed, self.callbacks = resume, random_seed, list(callbacks or [])
+        self.resume, self.random_seed, self.callbacks = resume, random_seed, [*(callbacks or []), *configured_callbacks(self.config)]
         self.skip_save_model, self.skip_save_progress, self.skip_save_log = skip_save_model, skip_save_progress, skip_save_log
 
         self.distributed = distributed or init_dist_strategy("auto")
@@ -360,7 +360,7 @@ class Trainer(LudwigTrainerAPI):
 
     def run_evaluation(self, session: TrainingSession) -> bool:
         """Evaluate on training (accumulated), validation and test; returns whether to stop."""
-        pt, start, save_path = session.progress_tracker, time.time(), session.save_path
+        pt, save_path = session.progress_tracker, session.save_path
         self.callback(lambda c: c.on_eval_start(self, pt, save_path))
         # One model evaluated and saved: BatchNorm statistics averaged over ranks first.
         self.distributed.average_batch_norm_statistics(self.model)
@@ -369,14 +369,14 @@ class Trainer(LudwigTrainerAPI):
             pt, session.training_set, {"validation": session.validation_set, "test": session.test_set},
             session.writers, max(self.eval_batch_size or 1, pt.batch_size),
             notify=lambda hook: self.callback(lambda c: getattr(c, hook)(self, pt, save_path)))
-        if self.is_coordinator():
-            logger.info("\nEvaluation at step %d, epoch %d (%.2f s):\n%s", pt.steps, pt.epoch,
-                        time.time() - start, format_metrics_table(tables))
+        session.last_evaluation = tables
         check_weights_finite(self.model, pt.steps, session.checkpointer.last_good_hint())
         if session.has_validation and not self.config.skip_all_evaluation:
             should_break = self.check_progress_on_validation(session)
         else:
             # No validation set: the newest model is the best one.
+            if self.is_coordinator():
+                console.report_evaluation(session, self.validation_field, self.validation_metric)
             self._save_best(session)
             should_break = self.control.vote(self._callbacks_want_stop(pt))
         self.callback(lambda c: c.on_eval_end(self, pt, save_path))
@@ -387,7 +387,7 @@ class Trainer(LudwigTrainerAPI):
         pt, field_name, metric = session.progress_tracker, self.validation_field, self.validation_metric
         verdict = best.judge(pt, field_name, metric, self.config.early_stop, session.schedule.early_stopping_steps)
         if self.is_coordinator():
-            best.log_verdict(verdict, field_name, metric, session.schedule.steps_per_evaluation)
+            console.report_evaluation(session, field_name, metric, verdict)
         if verdict.improved:
             best.record_best(pt, verdict.value)
             self._save_best(session)

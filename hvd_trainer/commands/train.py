@@ -24,6 +24,7 @@ from hvd_trainer.job import JobConfig
 from hvd_trainer.options import TrainOptions
 from hvd_trainer.run_layout import RunLayout
 from hvd_trainer.signals import EXIT_REQUEUE, exit_code_for
+from hvd_trainer.summary import format_metrics_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> int:
-    strategy, plan = start_and_agree(options.overrides, "hvd_trainer.train_plan", lambda: plan_run(options),
+    strategy, plan = start_and_agree(options.all_overrides(), "hvd_trainer.train_plan", lambda: plan_run(options),
                                      lambda found: found.job.distributed)
     if plan.choice.directory is not None:
         layout = RunLayout(plan.choice.directory)
@@ -86,11 +87,11 @@ def choose_run_directory(options: TrainOptions) -> RunDirectoryChoice:
 
 def load_job(options: TrainOptions, choice: RunDirectoryChoice) -> JobConfig:
     if choice.resuming:
-        return JobConfig.for_resume(RunLayout(choice.directory), options.config, options.overrides)
+        return JobConfig.for_resume(RunLayout(choice.directory), options.config, options.all_overrides())
     if not options.config:
         raise ConfigError("train needs --config (a YAML file with input_features and output_features), "
                           "or --resume EXPERIMENT_DIR to continue a run.")
-    return JobConfig.load(options.config, options.overrides)
+    return JobConfig.load(options.config, options.all_overrides())
 
 
 def new_run_layout(options: TrainOptions, strategy: DistributedStrategy) -> RunLayout:
@@ -110,8 +111,11 @@ def train_and_save(job: JobConfig, options: TrainOptions, strategy: DistributedS
     saved_metadata: the metadata of the run in `layout` to resume (rank 0's, broadcast); None
     starts a new run.
     """
+    from hvd_trainer.mlflow_callback import require_mlflow
     from hvd_trainer.trainer import Trainer
 
+    if job.trainer.mlflow.tracking_uri:  # only rank 0 logs, so only its installed packages matter
+        run_on_coordinator(strategy, "hvd_trainer.mlflow_installed", require_mlflow)
     datasets, metadata, model = _data_and_model(job, options, strategy, saved_metadata)
     run_on_coordinator(strategy, "hvd_trainer.run_start",
                        lambda: _record_start(job, options, layout, strategy.size(), metadata))
@@ -125,7 +129,7 @@ def train_and_save(job: JobConfig, options: TrainOptions, strategy: DistributedS
     run_on_coordinator(strategy, "hvd_trainer.run_end",
                        lambda: _record_end(layout, stats, code, trainer.last_progress_tracker.steps))
     if strategy.is_coordinator():
-        _print_summary(layout, trainer, test_stats, validation_stats)
+        _print_summary(layout, trainer, stats)
     return TrainResult(exit_code=code, layout=layout, trainer=trainer)
 
 
@@ -169,19 +173,27 @@ def _record_end(layout: RunLayout, stats: Dict[str, Any], exit_code: int, steps:
             atomic_write_text(layout.requeue_marker, f"checkpoint saved at step {steps}\n")
 
 
-def _print_summary(layout: RunLayout, trainer, test_stats, validation_stats) -> None:
+def _print_summary(layout: RunLayout, trainer, stats: Dict[str, Any]) -> None:
     pt = trainer.last_progress_tracker
     if trainer.stop_reason:
         print(f"Training stopped at step {pt.steps} ({trainer.stop_reason}); resume with: "
               f"python -m hvd_trainer train --resume {layout.root}", flush=True)
         return
     lines = [f"Finished: {pt.steps} steps, {pt.epoch} epoch(s). Results in {layout.root}"]
-    field = trainer.validation_field
-    for name, stats in (("validation", validation_stats), ("test", test_stats)):
-        if stats and field in stats:
-            best = pt.best_eval_validation_metrics if name == "validation" else pt.best_eval_test_metrics
-            values = best.get(field) or {m: s[-1][2] for m, s in stats[field].items()}
-            lines.append(f"  {name} ({field}, best checkpoint): " +
-                         ", ".join(f"{m} {v:.4f}" for m, v in values.items()))
+    title, table = _kept_model_table(pt, stats)
+    if table:
+        lines += [title, table]
     lines.append(f"  TensorBoard: tensorboard --logdir {layout.logs_dir}")
     print("\n".join(lines), flush=True)
+
+
+def _kept_model_table(pt, stats: Dict[str, Any]):
+    """(title, table) of the model train() returned: the best checkpoint's metrics, or with no validation
+    set (every evaluation is the best) the last evaluation's."""
+    best = {"training": pt.best_eval_train_metrics, "validation": pt.best_eval_validation_metrics,
+            "test": pt.best_eval_test_metrics}
+    if any(best.values()):
+        return f"Best checkpoint (step {pt.best_eval_metric_steps}):", format_metrics_table(best)
+    last = {split: {f: {m: series[-1][2] for m, series in ms.items() if series} for f, ms in history.items()}
+            for split, history in stats.items() if history}
+    return "Last evaluation:", format_metrics_table(last)

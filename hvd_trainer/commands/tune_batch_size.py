@@ -1,7 +1,7 @@
 """`tune-batch-size`: the per-rank batch size with the best throughput, without training a run."""
 from __future__ import annotations
 
-from hvd_trainer.commands.shared import seed_everything, start_strategy
+from hvd_trainer.commands.shared import seed_everything, start_and_agree
 from hvd_trainer.job import JobConfig
 from hvd_trainer.options import TuneBatchSizeOptions
 
@@ -11,8 +11,9 @@ def run(options: TuneBatchSizeOptions) -> int:
     from hvd_trainer.models.feature_model import build_model
     from hvd_trainer.trainer import Trainer
 
-    job = JobConfig.load(options.config)
-    strategy = start_strategy(job.distributed)
+    # The config file may exist on rank 0's host only: rank 0 reads it, every rank gets the result.
+    strategy, job = start_and_agree((), "hvd_trainer.tune_config", lambda: JobConfig.load(options.config),
+                                    lambda found: found.distributed)
     train, _, _, metadata = load_training_data(job.model, strategy, dataset=options.dataset,
                                                random_seed=options.random_seed)
     seed_everything(options.random_seed)

@@ -259,7 +259,8 @@ def _log_unknown(per_rank: List[Dict[str, int]]) -> None:
         for name, n in (counts or {}).items():
             total[name] = total.get(name, 0) + n
     for name, n in total.items():
-        logger.info("%d value(s) of category feature %r were not seen in training and map to <UNK>.", n, name)
+        logger.info("%d value(s) (or set items, text tokens) of feature %r were not seen in training and map to "
+                    "<UNK>.", n, name)
 
 
 # ---- inference data -------------------------------------------------------------------------------------

@@ -3,9 +3,15 @@
     digits         64 number features pixel_0..pixel_63 -> category `label` (10 classes)
     breast_cancer  30 number features                   -> binary `diagnosis` (malignant/benign)
     diabetes       10 number features                   -> number `target`
+    breast_cancer_tabnet  the breast_cancer data through the tabnet combiner
+    movie_reviews  Ludwig's rotten_tomatoes columns (set, category, binary, number, text) -> binary
+    movie_genres   text `plot`                          -> set `genres`
+    iris_vector    vector `measurements` (iris)         -> category `species`
+    daily_rentals  date `day`                           -> number `rentals`
     access         9 category features (generated)      -> binary `ACTION` (Ludwig's lbfgs example)
 
-The data ships with scikit-learn or is generated (generated.py), so nothing is downloaded.
+The data ships with scikit-learn or is generated (hvd_trainer.examples.generated), so nothing
+is downloaded.
 OPTION_EXAMPLES are configs of one Ludwig option each, on one of these datasets.
 """
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-EXAMPLES = ("digits", "breast_cancer", "diabetes", "access")
+EXAMPLES = ("digits", "breast_cancer", "diabetes", "breast_cancer_tabnet", "movie_reviews", "movie_genres",
+            "iris_vector", "daily_rentals", "access")
 
 #: One config per Ludwig option, and the dataset (of EXAMPLES) it runs on.
 OPTION_EXAMPLES = {
@@ -28,6 +35,8 @@ OPTION_EXAMPLES = {
     "breast_cancer_undersample": "breast_cancer",   # preprocessing.undersample_majority
     "breast_cancer_loss": "breast_cancer",      # positive_class_weight, robust_lambda, confidence_penalty
 }
+#: Examples that reuse another example's data: {example: the dataset it trains on}.
+DATASET_OF = {"breast_cancer_tabnet": "breast_cancer", **OPTION_EXAMPLES}
 
 
 def example_config_path(name: str) -> str:
@@ -47,10 +56,10 @@ def _check_name(name: str) -> None:
 def _columns(name: str) -> Tuple[List[str], Dict[str, np.ndarray]]:
     from sklearn import datasets
 
-    if name == "access":
-        from hvd_trainer.examples.generated import access_columns
+    from hvd_trainer.examples.generated import GENERATED
 
-        return access_columns()
+    if name in GENERATED:
+        return GENERATED[name]()
     if name == "digits":
         data = datasets.load_digits()
         names = [f"pixel_{i}" for i in range(data.data.shape[1])]
@@ -77,10 +86,8 @@ def write_example_dataset(name: str, path: str) -> str:
     """
     import pyarrow as pa
 
-    if name not in EXAMPLES:
-        _check_name(name)
-        name = OPTION_EXAMPLES[name]  # an option example writes its dataset
-    order, columns = _columns(name)
+    _check_name(name)
+    order, columns = _columns(DATASET_OF.get(name, name))
     table = pa.table({n: columns[n] for n in order})
     path = str(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,8 +1,8 @@
 """Feature types: the registry from a config's `type:` to the object that knows that type.
 
-Each type lives in one module (number.py, category.py, binary.py): its config dataclasses, how
-its column is cast, summarised (metadata) and transformed, its encoder and output (loss,
-predictions, metrics). To add a type, write its module and add its FeatureType below.
+Each type lives in one module (number.py, category.py, binary.py, set.py, text.py, vector.py,
+date.py): its config dataclasses, how its column is cast, summarised (metadata) and
+transformed, its encoder and output (loss, predictions, metrics). To add a type, write its module and add its FeatureType below.
 hvd_trainer.data and hvd_trainer.models both ask this registry; neither knows the other.
 """
 from __future__ import annotations
@@ -13,10 +13,14 @@ from hvd_trainer.features.base import FeatureType
 from hvd_trainer.features.binary import BINARY
 from hvd_trainer.features.category import CATEGORY
 from hvd_trainer.features.config import FeatureConfig
+from hvd_trainer.features.date import DATE
 from hvd_trainer.features.number import NUMBER
+from hvd_trainer.features.set import SET
+from hvd_trainer.features.text import TEXT
+from hvd_trainer.features.vector import VECTOR
 
 #: Every feature type by name, in the order error messages list them.
-FEATURE_TYPES: Dict[str, FeatureType] = {t.name: t for t in (NUMBER, CATEGORY, BINARY)}
+FEATURE_TYPES: Dict[str, FeatureType] = {t.name: t for t in (NUMBER, CATEGORY, BINARY, SET, TEXT, VECTOR, DATE)}
 
 
 def feature_type(name: str) -> FeatureType:

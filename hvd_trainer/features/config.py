@@ -24,7 +24,7 @@ def config_field(default: Any, help: str, **meta: Any) -> Any:
 @dataclass
 class FeatureConfig:
     name: str = config_field("", "The feature's name; also the column read, unless column is set.")
-    type: str = config_field("", "number, category or binary.")
+    type: str = config_field("", "number, category, binary, set, text, vector or date.")
     column: Optional[str] = config_field(None, "The column of the dataset (default: the name).")
 
     @property

@@ -19,7 +19,12 @@ from hvd_trainer.features.model_parts import InputFeature, OutputFeature
 from hvd_trainer.metrics import compute_metrics
 from hvd_trainer.models.batch_metrics import COMBINED, BatchMetrics
 
-__all__ = ["COMBINED", "BaseModel", "to_device"]
+__all__ = ["AUXILIARY_LOSS", "COMBINED", "BaseModel", "to_device"]
+
+#: Key of forward()'s result under which a model may return a loss of its own (TabNet's sparsity
+#: loss), added to the training loss as Ludwig adds its modules' losses. Feature names cannot
+#: start with "__", so it never clashes with an output; evaluation losses and metrics ignore it.
+AUXILIARY_LOSS = "__auxiliary_loss__"
 
 
 class BaseModel(nn.Module, abc.ABC):
@@ -54,8 +59,11 @@ class BaseModel(nn.Module, abc.ABC):
         regularization_type: Optional[str] = None,
         regularization_lambda: float = 0.0,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """eval_loss plus the regularisation penalty on all trainable weights."""
+        """eval_loss plus the model's own loss (if forward returned one) plus the regularisation penalty."""
         loss, per_feature = self.eval_loss(targets, outputs)
+        auxiliary = outputs.get(AUXILIARY_LOSS)
+        if auxiliary is not None:
+            loss = loss + auxiliary
         if regularization_lambda and regularization_type:
             loss = loss + regularization_lambda * self.regularization_penalty(regularization_type)
         return loss, per_feature

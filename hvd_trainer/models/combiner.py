@@ -1,17 +1,20 @@
 """The concat combiner: concatenate the encodings, then a stack of fully connected layers.
+build_combiner picks the combiner a config names (concat here, tabnet in models/tabnet.py).
 
 Each layer is Linear -> normalization (batch or layer, optional) -> activation -> dropout,
 Ludwig's FCLayer order. With no layers the combiner's output is the concatenation itself.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from hvd_trainer.features.config import FCLayerConfig
 from hvd_trainer.model_config import CombinerConfig
+from hvd_trainer.models.tabnet import TabNetCombiner
+from hvd_trainer.tabnet_config import TabNetCombinerConfig
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU, "leakyRelu": nn.LeakyReLU,
@@ -50,3 +53,10 @@ class ConcatCombiner(nn.Module):
     def forward(self, encodings: Sequence[torch.Tensor]) -> torch.Tensor:
         # One encoding (all-number inputs travel as one block) needs no copy through cat.
         return self.fc_stack(encodings[0] if len(encodings) == 1 else torch.cat(list(encodings), dim=-1))
+
+
+def build_combiner(input_sizes: Sequence[int], config: Union[CombinerConfig, TabNetCombinerConfig]) -> nn.Module:
+    """The combiner module for a config section; its `output_size` is the decoders' input width."""
+    if isinstance(config, TabNetCombinerConfig):
+        return TabNetCombiner(input_sizes, config)
+    return ConcatCombiner(input_sizes, config)

@@ -1,6 +1,7 @@
-"""FeatureModel: the config-driven model (Ludwig's ECD) of number, category and binary features.
+"""FeatureModel: the config-driven model (Ludwig's ECD) of the feature types in hvd_trainer.features.
 
-    encoders (one per input) -> concat combiner -> decoders (per output: optional fc layers, then one Linear)
+    encoders (one per input) -> combiner (concat or tabnet) -> decoders (per output: optional fc layers, then one
+    Linear)
 
 Encoders, losses, predictions and metrics come from each feature's type in hvd_trainer.features.
 Build it with `build_model(model_config, metadata)`; the metadata (vocabulary sizes) comes from
@@ -20,8 +21,8 @@ from hvd_trainer.features import check_metadata_matches, feature_type
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature, ScalarInput
 from hvd_trainer.features.config import FCLayerConfig
 from hvd_trainer.model_config import CombinerConfig, ModelConfig
-from hvd_trainer.models.base import BaseModel, to_device
-from hvd_trainer.models.combiner import ConcatCombiner, fc_stack
+from hvd_trainer.models.base import AUXILIARY_LOSS, BaseModel, to_device
+from hvd_trainer.models.combiner import build_combiner, fc_stack
 
 
 #: Key of the [batch, k] block that carries all number and binary inputs at once.
@@ -44,7 +45,9 @@ class FeatureModel(BaseModel):
         self._output_keys = {f.name: module_key(i, f.name) for i, f in enumerate(outputs)}
         self.encoders = nn.ModuleDict({self._input_keys[f.name]: f.build_encoder() for _, f in others})
         sizes = ([len(self._dense_names)] if self._dense_names else []) + [e.output_size for e in self.encoders.values()]
-        self.combiner = ConcatCombiner(sizes, combiner)
+        self.combiner = build_combiner(sizes, combiner)
+        # A combiner with a loss of its own (tabnet's sparsity) returns (hidden, loss).
+        self._combiner_loss = getattr(self.combiner, "returns_loss", False)
         # Ludwig's output fc_stack: layers of the output's own between the combiner and its projection.
         # Kept apart from `decoders` so that a model without them keeps its parameter names.
         self.decoder_fc = nn.ModuleDict()
@@ -85,6 +88,10 @@ class FeatureModel(BaseModel):
         encodings += [self.encoders[key](inputs[name]) for name, key in self._input_keys.items()]
         hidden = self.combiner(encodings)
         logits = {}
+        if self._combiner_loss:
+            hidden, loss = hidden
+            if loss is not None:  # None in evaluation, or with a loss weight of 0
+                logits[AUXILIARY_LOSS] = loss
         for name, key in self._output_keys.items():
             out = self.decoders[key](self.decoder_fc[key](hidden) if key in self.decoder_fc else hidden)
             # number and binary outputs are one value per sample: [batch], as their targets.
