@@ -183,6 +183,15 @@ class TrainerConfig:
             )
 
     # ---- derived values ------------------------------------------------------------------
+    def learning_rate_scaling_resolved(self) -> str:
+        """learning_rate_scaling, except that L-BFGS never scales: each of its steps is the full-batch step.
+
+        Data-parallel L-BFGS averages the loss and gradients over every rank inside each closure
+        call (hvd_trainer.step), so np ranks take the same step as one process on all their rows;
+        a larger learning rate would only make that step longer.
+        """
+        return "constant" if self.optimizer.type == "lbfgs" else self.learning_rate_scaling
+
     def gradient_accumulation_steps_resolved(self) -> int:
         """'auto' means 1: hvd_trainer scales out with ranks rather than accumulation."""
         g = self.gradient_accumulation_steps

@@ -25,27 +25,28 @@ NOOP_KEYS: Dict[str, Dict[str, Any]] = {
     "output_feature": {
         "dependencies": (None, []), "reduce_input": ANY, "reduce_dependencies": ANY, "calibration": (False,),
         "clip": (None,), "default_validation_metric": ANY, "input_size": ANY, "num_classes": ANY,
-        "proc_column": ANY, "num_fc_layers": (0,), "fc_layers": (None, []), "output_size": ANY,
-        "use_bias": ANY, "weights_initializer": ANY, "bias_initializer": ANY, "activation": ANY,
-        "norm": ANY, "norm_params": ANY, "dropout": ANY, "class_similarities": (None,),
+        "proc_column": ANY, "weights_initializer": ANY, "bias_initializer": ANY, "norm_params": ANY,
+        "class_similarities": (None,),
     },
     "loss": {"class_weights": (None, 1, 1.0), "robust_lambda": (0,), "confidence_penalty": (0,),
              "class_similarities": (None,), "class_similarities_temperature": (0,),
              "positive_class_weight": (None, 1, 1.0), "label_smoothing": (0,)},
-    "decoder": {"num_fc_layers": (0,), "fc_layers": (None, []), "fc_output_size": ANY, "fc_use_bias": ANY,
-                "fc_weights_initializer": ANY, "fc_bias_initializer": ANY, "fc_norm": ANY, "fc_norm_params": ANY,
-                "fc_activation": ANY, "fc_dropout": ANY, "use_bias": (True,), "weights_initializer": ("xavier_uniform",),
-                "bias_initializer": ("zeros",), "input_size": ANY, "num_classes": ANY},
+    "decoder": {"fc_weights_initializer": ANY, "fc_bias_initializer": ANY, "fc_norm_params": ANY,
+                "use_bias": (True,), "weights_initializer": ("xavier_uniform",), "bias_initializer": ("zeros",),
+                "input_size": ANY, "num_classes": ANY},
     "combiner": {"norm_params": (None,), "residual": (False,), "weights_initializer": ("xavier_uniform",),
                  "bias_initializer": ("zeros",)},
     "fc_layer": {"weights_initializer": ("xavier_uniform",), "bias_initializer": ("zeros",), "norm_params": (None,)},
-    "preprocessing": {"sample_size": (None,), "oversample_minority": (None,), "undersample_majority": (None,),
-                      "global_max_sequence_length": (None,), "force_split": (False,), "stratify": (None,)},
+    "preprocessing": {"sample_size": (None,), "global_max_sequence_length": (None,), "force_split": (False,)},
 }
 
-#: {section: {key Ludwig's schema lets through and never reads: what to use instead}}; accepted with a warning.
-IGNORED_KEYS: Dict[str, Dict[str, str]] = {
-    "output_feature": {"weight_regularization": "trainer.regularization_type and trainer.regularization_lambda"},
+#: Keys older Ludwig configs carry that Ludwig no longer reads: {key: what to use instead}. They are
+#: accepted anywhere in a feature, its encoder or decoder, the combiner or a layer, with one warning per key.
+DEPRECATED_KEYS: Dict[str, str] = {
+    "weight_regularization": "trainer.regularization_type and trainer.regularization_lambda",
+    "bias_regularization": "trainer.regularization_type and trainer.regularization_lambda",
+    "activity_regularization": "trainer.regularization_type and trainer.regularization_lambda",
+    "regularize": "trainer.regularization_lambda (0 turns the penalty off)",
 }
 
 #: {dotted key: values Ludwig accepts that hvd_trainer refuses}
@@ -53,7 +54,7 @@ LUDWIG_ONLY_VALUES: Dict[str, Tuple[str, ...]] = {
     "preprocessing.missing_value_strategy": ("bfill", "ffill"),
     "combiner.type": ("sequence_concat", "sequence", "comparator", "transformer", "tabtransformer",
                       "project_aggregate"),
-    "split.type": ("stratify", "datetime", "hash"),
+    "split.type": ("hash",),
 }
 
 
@@ -89,16 +90,6 @@ def drop_noop_keys(data: Mapping[str, Any], path: str, table: Mapping[str, Any])
     return out
 
 
-def drop_ignored_keys(data: Mapping[str, Any], path: str, table: Mapping[str, str]) -> Dict[str, Any]:
-    """Copy of `data` without the keys of `table`, each dropped with one warning naming what to use instead."""
-    out = dict(data)
-    for key, instead in table.items():
-        if key in out:
-            value = out.pop(key)
-            logger.warning("%s.%s (%r) is ignored, as Ludwig ignores it; use %s instead.", path, key, value, instead)
-    return out
-
-
 def _same(value: Any, accepted: Any) -> bool:
     """Equality that keeps true/false apart from 1/0 (YAML `false` is not `robust_lambda: 0`)."""
     if isinstance(value, bool) or isinstance(accepted, bool):
@@ -110,3 +101,43 @@ def check_ludwig_value(refused: Sequence[Any], key: str, value: Any, supported: 
     """Refuse `value` of `key` when it is one of Ludwig's values that hvd_trainer lacks."""
     if value in refused:
         raise not_supported(key, value, f"Supported values: {', '.join(map(str, supported))}.")
+
+
+def strip_deprecated_keys(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy of the config without DEPRECATED_KEYS, after one warning per key naming where it was and what to use."""
+    found: Dict[str, List[str]] = {}
+
+    def strip(node: Any, path: str) -> Any:
+        if not isinstance(node, Mapping):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key in DEPRECATED_KEYS:
+                found.setdefault(key, []).append(f"{path}.{key}" if path else key)
+            else:
+                out[key] = value
+        return out
+
+    out = dict(config)
+    for kind in ("input_features", "output_features"):
+        if isinstance(out.get(kind), list):
+            out[kind] = [_strip_feature(strip, f, f"{kind}[{i}]") for i, f in enumerate(out[kind])]
+    if isinstance(out.get("combiner"), Mapping):
+        combiner = strip(out["combiner"], "combiner")
+        if isinstance(combiner.get("fc_layers"), list):
+            combiner["fc_layers"] = [strip(l, f"combiner.fc_layers[{i}]") for i, l in enumerate(combiner["fc_layers"])]
+        out["combiner"] = combiner
+    for key, paths in found.items():
+        logger.warning("%s (at %s) is a key of older Ludwig configs that Ludwig no longer reads; hvd_trainer accepts "
+                       "and ignores it too. Use %s instead, and remove it to silence this warning.",
+                       key, ", ".join(paths), DEPRECATED_KEYS[key])
+    return out
+
+
+def _strip_feature(strip: Callable[[Any, str], Any], feature: Any, path: str) -> Any:
+    feature = strip(feature, path)
+    if isinstance(feature, dict):
+        for section in ("encoder", "decoder"):
+            if isinstance(feature.get(section), Mapping):
+                feature[section] = strip(feature[section], f"{path}.{section}")
+    return feature

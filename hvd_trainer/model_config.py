@@ -15,42 +15,31 @@ hvd_trainer.config.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from hvd_trainer.config_schema import did_you_mean, from_dict, to_dict
 from hvd_trainer.errors import ConfigError
+from hvd_trainer.feature_defaults import with_defaults_applied
 from hvd_trainer.features import FEATURE_TYPES, FeatureType, feature_type
-from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
-from hvd_trainer.ludwig_compat import (IGNORED_KEYS, LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS,
-                                       check_ludwig_value, drop_ignored_keys, drop_noop_keys, not_supported,
-                                       unsupported_section)
+from hvd_trainer.features.config import (ACTIVATIONS, NORMS, FCLayerConfig, FeatureConfig, OutputFeatureConfig,
+                                         config_field, resolve_layers)
+from hvd_trainer.ludwig_compat import (LUDWIG_ONLY_VALUES, LUDWIG_OTHER_FEATURE_TYPES, NOOP_KEYS, check_ludwig_value,
+                                       drop_noop_keys, not_supported, strip_deprecated_keys, unsupported_section)
 from hvd_trainer.tabnet_config import TabNetCombinerConfig, tabnet_config
 
 logger = logging.getLogger(__name__)
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "leakyRelu", "gelu", "selu", "linear")
-NORMS = ("batch", "layer")
 #: Top-level keys that belong to other sections or carry no model meaning.
 OTHER_TOP_LEVEL_KEYS = ("trainer", "distributed", "model_type", "ludwig_version", "backend")
-MODEL_KEYS = ("input_features", "output_features", "combiner", "preprocessing")
+MODEL_KEYS = ("input_features", "output_features", "combiner", "preprocessing", "defaults")
 RESERVED_PREFIX = "__"
 COMBINER_TYPES = ("concat", "tabnet")
 
 
 # ---- combiner and global preprocessing -------------------------------------------------------------
-@dataclass
-class FCLayerConfig:
-    """One layer of combiner.fc_layers; unset keys take the combiner's values."""
-
-    output_size: Optional[int] = config_field(None, "Width of the layer.", min=1)
-    activation: Optional[str] = config_field(None, "Activation.", choices=ACTIVATIONS)
-    dropout: Optional[float] = config_field(None, "Dropout after the activation.", min=0, max=0.999)
-    norm: Optional[str] = config_field(None, "batch or layer normalization (null: none).", choices=NORMS)
-    use_bias: Optional[bool] = config_field(None, "Give the layer a bias.")
-
-
 @dataclass
 class CombinerConfig:
     type: str = config_field("concat", "concat (this section) or tabnet (TabNetCombinerConfig).",
@@ -67,26 +56,22 @@ class CombinerConfig:
 
     def layer_specs(self) -> List[FCLayerConfig]:
         """The fully connected layers, with every setting resolved."""
-        layers = self.fc_layers if self.fc_layers is not None else [FCLayerConfig() for _ in range(self.num_fc_layers)]
-        return [
-            FCLayerConfig(
-                output_size=l.output_size if l.output_size is not None else self.output_size,
-                activation=l.activation if l.activation is not None else self.activation,
-                dropout=l.dropout if l.dropout is not None else self.dropout,
-                norm=l.norm if l.norm is not None else self.norm,
-                use_bias=l.use_bias if l.use_bias is not None else self.use_bias,
-            )
-            for l in layers
-        ]
+        return resolve_layers(self.fc_layers, self.num_fc_layers, self.output_size, self.activation, self.dropout,
+                              self.norm, self.use_bias)
+
+
+SPLIT_TYPES = ("random", "fixed", "stratify", "datetime")
 
 
 @dataclass
 class SplitConfig:
-    type: str = config_field("random", "random (by probabilities) or fixed (by a column of 0/1/2).",
-                             choices=("random", "fixed"))
+    type: str = config_field("random", "random, fixed (a column of 0/1/2), stratify (by a column's classes) or "
+                             "datetime (oldest rows for training).", choices=SPLIT_TYPES)
     probabilities: Tuple[float, float, float] = config_field((0.7, 0.1, 0.2),
-                                                             "Training, validation and test shares (random).")
-    column: Optional[str] = config_field(None, "The split column (fixed; default 'split').")
+                                                             "Training, validation and test shares (not fixed).")
+    column: Optional[str] = config_field(None, "The split column (fixed: default 'split'; stratify, datetime: "
+                                         "required).")
+    datetime_format: Optional[str] = config_field(None, "strftime format of a datetime column (null: ISO 8601).")
 
     def __post_init__(self):
         if any(p < 0 for p in self.probabilities) or abs(sum(self.probabilities) - 1.0) > 1e-6:
@@ -100,8 +85,16 @@ class SplitConfig:
             )
         if self.type == "random" and self.column is not None:
             raise ValueError(
-                f"split.column ({self.column!r}) is only used by the fixed split; remove it or set split.type: fixed."
+                f"split.column ({self.column!r}) is not used by the random split; remove it or set split.type to "
+                "fixed, stratify or datetime."
             )
+        if self.type in ("stratify", "datetime") and not self.column:
+            raise ValueError(
+                f"split.type {self.type} needs split.column: the column whose "
+                f"{'classes keep their shares in every split' if self.type == 'stratify' else 'dates order the rows'}."
+            )
+        if self.datetime_format is not None and self.type != "datetime":
+            raise ValueError("split.datetime_format is only used by split.type: datetime; remove it.")
 
     @property
     def column_name(self) -> str:
@@ -112,6 +105,18 @@ class SplitConfig:
 class PreprocessingConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     sample_ratio: float = config_field(1.0, "Share of the rows used (drawn per row from the seed).", gt=0, max=1)
+    oversample_minority: Optional[float] = config_field(
+        None, "Resample the minority class of the binary target to this ratio of the majority (training set).",
+        gt=0)
+    undersample_majority: Optional[float] = config_field(
+        None, "Keep minority / this many rows of the majority class of the binary target (training set).", gt=0)
+
+    def __post_init__(self):
+        if self.oversample_minority and self.undersample_majority:
+            raise ValueError(
+                "preprocessing sets both oversample_minority and undersample_majority; they are two ways of balancing "
+                "the classes and Ludwig allows only one. Keep one of them."
+            )
 
 
 # ---- the model config ------------------------------------------------------------------------------
@@ -136,11 +141,15 @@ class ModelConfig:
                 f"is {type(config).__name__}."
             )
         _check_top_level(config)
+        config = with_defaults_applied(strip_deprecated_keys(config))
+        _check_defaults(config.get("defaults") or {})
         inputs = _features(config, "input_features")
         outputs = _features(config, "output_features")
         _check_names(inputs, outputs)
         combiner = _combiner(config.get("combiner"))
         preprocessing = _preprocessing(config.get("preprocessing"))
+        _check_balancing(preprocessing, outputs)
+        _check_split_column(preprocessing.split, inputs + outputs)
         return cls(inputs, outputs, combiner, preprocessing)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -165,12 +174,10 @@ def _mapping(value: Any, path: str) -> Dict[str, Any]:
 def _check_top_level(config: Mapping[str, Any]) -> None:
     allowed = MODEL_KEYS + OTHER_TOP_LEVEL_KEYS
     for key, value in config.items():
-        if key in ("defaults", "hyperopt"):
+        if key == "hyperopt":
             if value in (None, {}):
                 continue
-            what = ("per-type defaults (set preprocessing and encoder on each feature instead)" if key == "defaults"
-                    else "hyperparameter search (run one training per setting instead)")
-            raise unsupported_section(key, what)
+            raise unsupported_section(key, "hyperparameter search (run one training per setting instead)")
         if key not in allowed:
             raise ConfigError(
                 f"Unknown top-level key {key!r} in the config.{did_you_mean(key, allowed)} The allowed top-level "
@@ -216,7 +223,6 @@ def _feature(item: Any, path: str, kind: str) -> FeatureConfig:
             f"Use one of: {types}."
         )
     spec = feature_type(ftype)
-    data = drop_ignored_keys(data, path, IGNORED_KEYS.get(f"{kind}_feature", {}))
     data = _feature_sections(drop_noop_keys(data, path, NOOP_KEYS[f"{kind}_feature"]), path, kind, spec)
     try:
         return from_dict(spec.input_config if kind == "input" else spec.output_config, data, path)
@@ -226,15 +232,45 @@ def _feature(item: Any, path: str, kind: str) -> FeatureConfig:
 
 def _feature_sections(data: Dict[str, Any], path: str, kind: str, spec: FeatureType) -> Dict[str, Any]:
     """The feature's preprocessing/encoder/loss/decoder sections, without harmless Ludwig keys, checked."""
-    if kind == "input":
-        data = _fold_flat_encoder(data, path)
+    data = _fold_flat_encoder(data, path) if kind == "input" else _fold_flat_decoder(data, path)
+    config_cls = spec.input_config if kind == "input" else spec.output_config
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for section in ("preprocessing", "encoder", "loss", "decoder"):
         if section in data:
             noop = spec.ludwig_noop_keys.get(section, {}) if section in ("preprocessing", "encoder") \
                 else NOOP_KEYS[section]
+            if section in fields:  # a key the section implements is read, never dropped as harmless
+                noop = {k: v for k, v in noop.items() if k not in _field_names(fields[section])}
             sub = drop_noop_keys(_mapping(data[section], f"{path}.{section}"), f"{path}.{section}", noop)
             _check_section_values(sub, f"{path}.{section}", spec, section)
+            if isinstance(sub.get("fc_layers"), list):
+                sub["fc_layers"] = [drop_noop_keys(_mapping(l, f"{path}.{section}.fc_layers[{i}]"),
+                                                   f"{path}.{section}.fc_layers[{i}]", NOOP_KEYS["fc_layer"])
+                                    for i, l in enumerate(sub["fc_layers"])]
             data[section] = sub
+    return data
+
+
+def _field_names(f: dataclasses.Field) -> set:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+    return {g.name for g in dataclasses.fields(default)} if dataclasses.is_dataclass(default) else set()
+
+
+#: Keys older Ludwig wrote on the output feature itself -> their names inside `decoder` (Ludwig's own upgrade).
+FLAT_DECODER_KEYS = {"fc_layers": "fc_layers", "num_fc_layers": "num_fc_layers", "output_size": "fc_output_size",
+                     "activation": "fc_activation", "dropout": "fc_dropout", "norm": "fc_norm",
+                     "use_bias": "fc_use_bias"}
+
+
+def _fold_flat_decoder(data: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """`fc_layers: [...]` on an output feature means its decoder's fc_layers (a key set in decoder wins)."""
+    flat = [k for k in FLAT_DECODER_KEYS if k in data]
+    if flat or isinstance(data.get("decoder"), str):
+        decoder = data.get("decoder")
+        decoder = {"type": decoder} if isinstance(decoder, str) else _mapping(decoder, f"{path}.decoder")
+        for key in flat:
+            decoder.setdefault(FLAT_DECODER_KEYS[key], data.pop(key))
+        data["decoder"] = decoder
     return data
 
 
@@ -277,6 +313,47 @@ def _check_section_values(sub: Dict[str, Any], path: str, spec: FeatureType, sec
                                 f"A {spec.name} output uses the {spec.default_decoder} decoder (one linear layer).")
 
 
+def _check_defaults(defaults: Mapping[str, Any]) -> None:
+    """Check each implemented type's defaults as a feature would be checked (a typo there is an error too)."""
+    for ftype, entry in defaults.items():
+        if ftype not in FEATURE_TYPES:
+            continue  # defaults of a type no feature can use change nothing (features of it are refused)
+        name = f"defaults.{ftype}"
+        inputs = {k: v for k, v in entry.items() if k in ("preprocessing", "encoder")}
+        outputs = {k: v for k, v in entry.items() if k in ("decoder", "loss")}
+        if inputs:
+            _feature({"name": name, "type": ftype, **inputs}, name, "input")
+        if outputs:  # (some types, text among them, cannot be outputs: their defaults name no decoder)
+            _feature({"name": name, "type": ftype, **outputs}, name, "output")
+
+
+def _check_balancing(preprocessing: "PreprocessingConfig", outputs: List[FeatureConfig]) -> None:
+    """Ludwig balances classes only for one binary output (its config checks say the same)."""
+    key = "oversample_minority" if preprocessing.oversample_minority else \
+        "undersample_majority" if preprocessing.undersample_majority else None
+    if key is None:
+        return
+    if len(outputs) != 1 or outputs[0].type != "binary":
+        found = ", ".join(f"{f.name!r} ({f.type})" for f in outputs)
+        raise ConfigError(
+            f"preprocessing.{key} balances the classes of a single binary output feature, but the config's output "
+            f"features are {found}. Remove preprocessing.{key}, or (for a category target) weigh the classes with "
+            "the output's loss.class_weights."
+        )
+
+
+def _check_split_column(split: "SplitConfig", features: List[FeatureConfig]) -> None:
+    """Ludwig's splitter checks: a stratify column that is a feature is binary or category; a datetime one, a date."""
+    wanted = {"stratify": ("binary", "category"), "datetime": ("date",)}.get(split.type)
+    using = [f for f in features if f.column_name == split.column]
+    if wanted and using and using[0].type not in wanted:
+        raise ConfigError(
+            f"preprocessing.split.column {split.column!r} is the {using[0].type} feature {using[0].name!r}, but a "
+            f"{split.type} split needs a {' or '.join(wanted)} column (Ludwig's rule). Split by another column, or "
+            "use split.type random."
+        )
+
+
 def _check_names(inputs: List[FeatureConfig], outputs: List[FeatureConfig]) -> None:
     seen: Dict[str, str] = {}
     for kind, features in (("input_features", inputs), ("output_features", outputs)):
@@ -304,10 +381,14 @@ def _combiner(raw: Any) -> Union[CombinerConfig, TabNetCombinerConfig]:
 
 def _preprocessing(raw: Any) -> PreprocessingConfig:
     data = drop_noop_keys(_mapping(raw, "preprocessing"), "preprocessing", NOOP_KEYS["preprocessing"])
-    for key in data:
-        if key in FEATURE_TYPES or key in LUDWIG_OTHER_FEATURE_TYPES:
-            raise unsupported_section(f"preprocessing.{key}",
-                                      "per-type preprocessing defaults (set preprocessing on each feature instead)")
+    if data.get("stratify", None) is None:
+        data.pop("stratify", None)
+    else:  # older Ludwig: a column name here meant a stratified split
+        if "split" in data:
+            raise ConfigError("preprocessing has both stratify (older Ludwig) and split; keep only "
+                              "split: {type: stratify, column: ...}.")
+        data["split"] = {"type": "stratify", "column": data.pop("stratify"),
+                         **({"probabilities": data.pop("split_probabilities")} if "split_probabilities" in data else {})}
     if "split_probabilities" in data:  # Ludwig before 0.6 wrote the random split's shares here
         if "split" in data:
             raise ConfigError(
@@ -318,6 +399,6 @@ def _preprocessing(raw: Any) -> PreprocessingConfig:
     if "split" in data:
         split = _mapping(data["split"], "preprocessing.split")
         check_ludwig_value(LUDWIG_ONLY_VALUES["split.type"], "preprocessing.split.type", split.get("type"),
-                           ("random", "fixed"))
+                           SPLIT_TYPES)
         data["split"] = split
     return from_dict(PreprocessingConfig, data, "preprocessing")

@@ -83,16 +83,32 @@ class TrainStep:
         return loss, all_losses
 
     def _lbfgs(self, inputs: Tensors, targets: Tensors, control: Optional[Control]) -> Tuple[torch.Tensor, Tensors]:
-        """L-BFGS re-evaluates its closure inside step() (single process only: refused at size > 1)."""
+        """L-BFGS re-evaluates its closure inside step(); each evaluation averages loss and gradients over ranks.
+
+        Every rank then sees the same loss and gradient at every evaluation, so every rank takes the
+        same line-search decisions and the same number of evaluations (the collectives stay paired),
+        and the step is the one a single process would take on all ranks' rows (equal batches).
+        """
         reg_type, reg_lambda = self.config.regularization_type, self.config.regularization_lambda
         if control is not None:
-            control.submit()  # one process: nothing to overlap with
+            control.submit()  # nothing to overlap with: the closure's allreduces are synchronous
+        params = self._trainable_parameters
 
         def closure():
             self.distributed.zero_grad(self.optimizer)
             loss, _ = self.model.train_loss(targets, self.compiled_model(inputs), reg_type, reg_lambda)
             self.distributed.backward(loss, self.compiled_model)
-            return loss
+            if self.distributed.size() == 1:
+                return loss
+            # Horovod: one allreduce for the loss and every gradient together, averaged.
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([loss.detach().reshape(1)] + [g.reshape(-1) for g in grads])
+            flat = self.distributed.allreduce(flat, op="average")
+            offset = 1
+            for p, g in zip(params, grads):
+                p.grad = flat[offset: offset + g.numel()].view_as(p).clone()
+                offset += g.numel()
+            return flat[0]
 
         self.distributed.step(self.optimizer, closure)
         with torch.no_grad():

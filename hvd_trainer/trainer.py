@@ -93,7 +93,7 @@ class Trainer(LudwigTrainerAPI):
 
         # Horovod: the LR grows with the world size as the gradient reduction asks (see the strategy).
         self.base_learning_rate = self.config.learning_rate * self.distributed.learning_rate_multiplier(
-            self.config.learning_rate_scaling)
+            self.config.learning_rate_scaling_resolved())
         self.batch_size = self.config.batch_size if isinstance(self.config.batch_size, int) else None
         self.eval_batch_size = self.config.eval_batch_size if isinstance(self.config.eval_batch_size, int) else None
         self.gradient_accumulation_steps = self.config.gradient_accumulation_steps_resolved()

@@ -330,6 +330,13 @@ def test_check_enough_rows_accepts_one_batch_per_rank():
     check_enough_rows(2, 2, "auto")
 
 
+def test_a_batch_size_covering_the_whole_training_set_is_full_batch_training_at_any_rank_count():
+    check_enough_rows(32769, 2, 32769)  # Ludwig's lbfgs example: "entire training set"
+    check_enough_rows(100, 4, 1000)
+    with pytest.raises(DataError, match="fewer than the 4 ranks"):
+        check_enough_rows(3, 4, 1000)
+
+
 # ---- bad input, one process ----------------------------------------------------------------------------------
 def bad_file(tmp_path, name, content):
     path = tmp_path / name

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import WORKERS, launcher_command, require_horovod, run_job
-from workers.synthetic import classification_columns, datasets, flat_params, mlp_model
+from workers.synthetic import LBFGS_FULL_BATCH, classification_columns, datasets, flat_params, mlp_model
 
 from hvd_trainer.data import Dataset
 from hvd_trainer.distributed import LocalStrategy
@@ -77,9 +77,14 @@ def test_callbacks_run_on_the_coordinator_unless_they_ask_for_every_rank(ranks):
     assert ranks[0]["hook_counts_every_rank"] == ranks[1]["hook_counts_every_rank"] == rank0
 
 
-def test_lbfgs_is_refused_when_data_parallel(ranks):
-    for r in ranks:
-        assert r["lbfgs_error"] and "single process" in r["lbfgs_error"]
+def test_lbfgs_at_two_ranks_takes_the_full_batch_step_of_one_rank(ranks):
+    t = Trainer(LBFGS_FULL_BATCH, mlp_model(seed=3), distributed=LocalStrategy(), random_seed=11,
+                skip_save_model=True, skip_save_progress=True, skip_save_log=True)
+    t.train(Dataset(classification_columns(160, 5), name="eq"), save_path="/tmp/hvd_trainer_lbfgs_np1")
+    assert ranks[0]["lbfgs_params"] == ranks[1]["lbfgs_params"]
+    # 80 rows per rank: the average of the two halves' mean losses is the mean loss of all 160 rows.
+    assert ranks[0]["lbfgs_params"] == pytest.approx(flat_params(t.model), abs=1e-4)
+    assert ranks[0]["lbfgs_params"] != pytest.approx(flat_params(mlp_model(seed=3)), abs=1e-3), "it trained"
 
 
 def test_remote_trainer_returns_only_on_rank0(ranks):

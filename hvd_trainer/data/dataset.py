@@ -147,6 +147,7 @@ class Batcher:
         self.offset = min(int(offset), len(self.dataset))
         # Read twice per training step (last_batch), so computed here, where the batch size changes.
         self._steps_per_epoch = math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
+        self._steps_per_epoch = self._without_a_lone_last_row(self._steps_per_epoch, self.shard_len)
         self._steps_this_epoch = self.batches_from(self.offset)
         self.epoch = epoch
         self.step = 0
@@ -157,7 +158,14 @@ class Batcher:
         if not offset:
             return self._steps_per_epoch
         rows = math.ceil((len(self.dataset) - min(offset, len(self.dataset))) / self.size)
-        return math.ceil(rows / self.batch_size)
+        return self._without_a_lone_last_row(math.ceil(rows / self.batch_size), rows)
+
+    def _without_a_lone_last_row(self, steps: int, rows: int) -> int:
+        """Ludwig's trainer batches with ignore_last=True: a last training batch of one row is skipped, as
+        batch norm cannot train on it. `rows` is the same on every rank, so all ranks skip together."""
+        if self.training and self.batch_size > 1 and steps > 1 and rows % self.batch_size == 1:
+            return steps - 1
+        return steps
 
     def samples_consumed(self) -> int:
         """Samples of this epoch's order trained on by the whole world so far (offset included)."""

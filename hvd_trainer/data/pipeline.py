@@ -4,6 +4,7 @@ The order of work on every rank:
 
   read (this rank's shard) -> cast columns -> split -> drop rows with missing values
   -> metadata over the whole training set (collectives) -> transform -> Dataset
+  -> (oversample_minority / undersample_majority) balance the training set
 
 Any step that can fail on one rank only (its shard holds the bad value, or the file does not
 parse in its byte range) runs locally and then every rank meets in one allgather_object that
@@ -19,6 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hvd_trainer.data.balance import balance_training_set
+from hvd_trainer.data.column_split import datetime_keys, datetime_split, stratified_split, stratify_keys
 from hvd_trainer.data.dataset import Dataset
 from hvd_trainer.data.preprocessing import cast_column, compute_metadata, drop_row_mask, transform_column
 from hvd_trainer.data.readers import read_table, release_freed_memory
@@ -28,7 +31,7 @@ from hvd_trainer.errors import ConfigError, DataError
 from hvd_trainer.features import check_metadata_matches
 from hvd_trainer.features.config import FeatureConfig
 from hvd_trainer.features.reducer import Reducer
-from hvd_trainer.model_config import ModelConfig
+from hvd_trainer.model_config import ModelConfig, SplitConfig
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +99,14 @@ def _required_columns(features: Sequence[FeatureConfig], extra: Mapping[str, str
 
 
 def _load_file(path: str, role: str, features: Sequence[FeatureConfig], dist: DistributedStrategy, sharded: bool,
-               split_column: Optional[str] = None) -> Tuple[_Part, Optional[np.ndarray]]:
-    """This rank's rows of one file as cast columns, and the fixed-split codes if asked for."""
+               split: Optional[SplitConfig] = None) -> Tuple[_Part, Optional[np.ndarray]]:
+    """This rank's rows of one file as cast columns, and what the split reads of its column (if any).
+
+    For a fixed split that is the codes; for stratify the classes; for datetime the times.
+    """
     rank, size = (dist.rank(), dist.size()) if sharded else (0, 1)
-    extra = {split_column: "the fixed split (preprocessing.split.column)"} if split_column else {}
+    split_column = split.column_name if split is not None and split.type != "random" else None
+    extra = {split_column: f"the {split.type} split (preprocessing.split.column)"} if split_column else {}
     required = _required_columns(features, extra)
     table, counts = run_on_every_rank(dist, f"data.read.{role}", lambda: read_table(path, required, rank, size, role),
                                       share=lambda t: t.num_rows)
@@ -121,13 +128,33 @@ def _load_file(path: str, role: str, features: Sequence[FeatureConfig], dist: Di
             uses[f.column_name] -= 1
             if not uses[f.column_name]:
                 del table.columns[f.column_name]
-        codes = fixed_split(table.columns[split_column], table.row_ids, split_column, path) if split_column else None
+        codes = _split_values(split, table.columns[split_column], table.row_ids, path) if split_column else None
         table.columns.clear()
         release_freed_memory()
         return _Part(cols, table.row_ids, path), codes
 
     (part, codes), _ = run_on_every_rank(dist, f"data.cast.{role}", cast)
     return part, codes
+
+
+def _split_values(split: SplitConfig, values, row_ids: np.ndarray, path: str) -> np.ndarray:
+    if split.type == "fixed":
+        return fixed_split(values, row_ids, split.column_name, path)
+    if split.type == "stratify":
+        return stratify_keys(values)
+    return datetime_keys(values, split.column_name, path, split.datetime_format)
+
+
+def _split_codes(split: SplitConfig, values: Optional[np.ndarray], row_ids: np.ndarray, seed: int,
+                 reducer: Reducer) -> np.ndarray:
+    """Split code per row of this rank (stratify and datetime agree with every rank on their cut points)."""
+    if split.type == "random":
+        return random_split(row_ids, split.probabilities, seed)
+    if split.type == "stratify":
+        return stratified_split(values, row_ids, split.probabilities, seed, reducer)
+    if split.type == "datetime":
+        return datetime_split(values, row_ids, split.probabilities, reducer)
+    return values
 
 
 # ---- training data ----------------------------------------------------------------------------------
@@ -156,11 +183,11 @@ def load_training_data(
     pre = model_config.preprocessing
 
     if dataset is not None:
-        split_column = pre.split.column_name if pre.split.type == "fixed" else None
-        whole, codes = _load_file(dataset, "dataset", features, dist, sharded, split_column)
+        whole, values = _load_file(dataset, "dataset", features, dist, sharded, pre.split)
         keep = sample_mask(whole.row_ids, pre.sample_ratio, random_seed)
         whole = whole.select(keep)
-        codes = random_split(whole.row_ids, pre.split.probabilities, random_seed) if codes is None else codes[keep]
+        codes = _split_codes(pre.split, values[keep] if values is not None else None, whole.row_ids, random_seed,
+                             Reducer(dist, sharded))
         parts = {s: whole.select(codes == s) for s in (TRAINING, VALIDATION, TEST)}
         del whole  # the splits are copies: drop the file's rows before metadata and transforms
     else:
@@ -183,6 +210,10 @@ def load_training_data(
     else:
         check_metadata_matches(model_config.features, metadata)
     datasets = _transform_parts(dist, parts, counts, metadata, sharded)
+    if pre.oversample_minority or pre.undersample_majority:
+        datasets[TRAINING] = balance_training_set(
+            datasets[TRAINING], model_config.output_features[0].name, pre.oversample_minority,
+            pre.undersample_majority, random_seed, dist.rank(), Reducer(dist, sharded))
     return datasets[TRAINING], datasets.get(VALIDATION), datasets.get(TEST), metadata
 
 
@@ -272,14 +303,14 @@ def load_inference_data(
     check_metadata_matches(features, metadata)
     pre = model_config.preprocessing
     codes_wanted = _split_code(split)
-    split_column = pre.split.column_name if codes_wanted is not None and pre.split.type == "fixed" else None
-    part, codes = _load_file(path, "prediction data" if not include_targets else "evaluation data", features, dist,
-                             sharded, split_column)
+    part, values = _load_file(path, "prediction data" if not include_targets else "evaluation data", features, dist,
+                              sharded, pre.split if codes_wanted is not None else None)
     if codes_wanted is not None:
         keep = sample_mask(part.row_ids, pre.sample_ratio, random_seed)
-        if codes is None:
-            codes = random_split(part.row_ids, pre.split.probabilities, random_seed)
-        part = part.select(keep & (codes == codes_wanted))
+        part = part.select(keep)
+        codes = _split_codes(pre.split, values[keep] if values is not None else None, part.row_ids, random_seed,
+                             Reducer(dist, sharded))
+        part = part.select(codes == codes_wanted)
     part = part.select(drop_row_mask(part.columns, features))
 
     def transform():
@@ -302,12 +333,21 @@ def _split_code(split: Optional[str]) -> Optional[int]:
 
 # ---- checks the trainer and CLI call ------------------------------------------------------------------------
 def check_enough_rows(n_rows: int, world_size: int, batch_size: Union[int, str, None]) -> None:
-    """Refuse a training set too small for every rank to fill one batch per step."""
+    """Refuse a training set too small for every rank to fill one batch per step.
+
+    A batch size of at least the whole training set is full-batch training (Ludwig's lbfgs example
+    writes `batch_size: 32769 # entire training set`): each rank's one batch per epoch is then all of
+    its rows, as it would be in one process, so it is accepted at any number of ranks.
+    """
     per_batch = int(batch_size) if isinstance(batch_size, int) and not isinstance(batch_size, bool) else 1
     needed = world_size * per_batch
     if n_rows >= needed:
         return
-    if per_batch == 1:
+    if per_batch >= n_rows >= world_size:
+        logger.info("trainer.batch_size %d covers the whole training set (%d rows): full-batch training, each of the "
+                    "%d ranks takes all of its rows in one step per epoch.", per_batch, n_rows, world_size)
+        return
+    if per_batch == 1 or n_rows < world_size:
         raise DataError(
             f"The training set has {n_rows} row(s), fewer than the {world_size} ranks of this job; every rank "
             f"needs at least one row per step. Run at most {n_rows} ranks, or add rows."

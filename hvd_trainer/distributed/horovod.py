@@ -262,13 +262,9 @@ class HorovodStrategy(DistributedStrategy):
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
                        gradient_accumulation_steps: int = 1) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.LBFGS):
-            if self.size() > 1:
-                raise ConfigError(
-                    "trainer.optimizer.type is lbfgs, which cannot be data-parallel under Horovod: "
-                    "L-BFGS re-evaluates its closure several times inside one step(), and each "
-                    "re-evaluation would need its own gradient allreduce. Use adam, adamw or sgd "
-                    f"at {self.size()} ranks, or run lbfgs with a single process (-np 1)."
-                )
+            # Horovod's DistributedOptimizer cannot drive L-BFGS: its backward hooks allow one
+            # allreduce per step(), but L-BFGS evaluates its closure many times inside one step().
+            # The closure averages the loss and gradients itself instead (hvd_trainer.step).
             return optimizer
         hvd = self._hvd
         compression = hvd.Compression.fp16 if self.compression == "fp16" else hvd.Compression.none

@@ -8,9 +8,11 @@
     movie_genres   text `plot`                          -> set `genres`
     iris_vector    vector `measurements` (iris)         -> category `species`
     daily_rentals  date `day`                           -> number `rentals`
+    access         9 category features (generated)      -> binary `ACTION` (Ludwig's lbfgs example)
 
 The data ships with scikit-learn or is generated (hvd_trainer.examples.generated), so nothing
 is downloaded.
+OPTION_EXAMPLES are configs of one Ludwig option each, on one of these datasets.
 """
 from __future__ import annotations
 
@@ -20,9 +22,21 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 EXAMPLES = ("digits", "breast_cancer", "diabetes", "breast_cancer_tabnet", "movie_reviews", "movie_genres",
-            "iris_vector", "daily_rentals")
+            "iris_vector", "daily_rentals", "access")
+
+#: One config per Ludwig option, and the dataset (of EXAMPLES) it runs on.
+OPTION_EXAMPLES = {
+    "access_defaults": "access",                # defaults: section; dense and sparse category encoders
+    "access_datetime_split": "access",          # split: datetime
+    "digits_stratified": "digits",              # split: stratify
+    "digits_decoder_layers": "digits",          # output decoder fc_layers, fc_norm, fc_dropout
+    "digits_class_weights": "digits",           # loss.class_weights of a category output
+    "breast_cancer_oversample": "breast_cancer",    # preprocessing.oversample_minority
+    "breast_cancer_undersample": "breast_cancer",   # preprocessing.undersample_majority
+    "breast_cancer_loss": "breast_cancer",      # positive_class_weight, robust_lambda, confidence_penalty
+}
 #: Examples that reuse another example's data: {example: the dataset it trains on}.
-DATASET_OF = {"breast_cancer_tabnet": "breast_cancer"}
+DATASET_OF = {"breast_cancer_tabnet": "breast_cancer", **OPTION_EXAMPLES}
 
 
 def example_config_path(name: str) -> str:
@@ -32,10 +46,11 @@ def example_config_path(name: str) -> str:
 
 
 def _check_name(name: str) -> None:
-    if name not in EXAMPLES:
+    if name not in EXAMPLES and name not in OPTION_EXAMPLES:
         from hvd_trainer.errors import ConfigError
 
-        raise ConfigError(f"There is no example named {name!r}; the examples are: {', '.join(EXAMPLES)}.")
+        raise ConfigError(f"There is no example named {name!r}; the examples are: "
+                          f"{', '.join(EXAMPLES + tuple(OPTION_EXAMPLES))}.")
 
 
 def _columns(name: str) -> Tuple[List[str], Dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""Tables the set, text, vector and date examples train on: generated with a fixed seed (text,
+"""Tables the set, text, vector, date and access examples train on: generated with a fixed seed (text,
 sets and dates that follow a rule a model can learn) or taken from scikit-learn (iris).
 
     movie_reviews  Ludwig's rotten_tomatoes columns: genres (set), content_rating (category),
@@ -8,6 +8,9 @@ sets and dates that follow a rule a model can learn) or taken from scikit-learn 
     movie_genres   plot (text) -> genres (set: each genre has its own plot words)
     iris_vector    the 4 iris measurements as one vector column -> species (category)
     daily_rentals  day (date) -> rentals (number: weekday and season effects)
+    access         Ludwig's lbfgs example's columns (Amazon employee access): nine categorical ids ->
+                   ACTION (an additive score of three ids above its median, 5% flipped), a fixed
+                   `split` column and a `request_date` per row, for the split examples
 """
 from __future__ import annotations
 
@@ -86,5 +89,31 @@ def daily_rentals(seed: int = 2) -> Tuple[List[str], Dict[str, np.ndarray]]:
     return ["day", "rentals"], {"day": days.astype(str).astype(object), "rentals": rentals.round(1)}
 
 
+
+
+ACCESS_COLUMNS = ("RESOURCE", "MGR_ID", "ROLE_ROLLUP_1", "ROLE_ROLLUP_2", "ROLE_DEPTNAME", "ROLE_TITLE",
+                  "ROLE_FAMILY_DESC", "ROLE_FAMILY", "ROLE_CODE")
+
+
+def access_columns(n: int = 4000, seed: int = 0) -> Tuple[List[str], Dict[str, np.ndarray]]:
+    """(column order, columns) of the generated access table."""
+    rng = np.random.default_rng(seed)
+    columns: Dict[str, np.ndarray] = {}
+    score = np.zeros(n)
+    for i, name in enumerate(ACCESS_COLUMNS):
+        ids = rng.integers(0, 10 + 4 * i, n)
+        if name in ("RESOURCE", "MGR_ID", "ROLE_TITLE"):
+            score += rng.normal(0, 1, int(ids.max()) + 1)[ids]
+        columns[name] = np.array([f"{name.lower()}_{v}" for v in ids], dtype=object)
+    action = (score > np.median(score)).astype(np.int64)
+    flip = rng.random(n) < 0.05
+    columns["ACTION"] = np.where(flip, 1 - action, action)
+    columns["split"] = rng.choice([0, 1, 2], n, p=[0.7, 0.1, 0.2])
+    days = rng.integers(0, 3 * 365, n)
+    columns["request_date"] = np.array([str(np.datetime64("2021-01-01") + int(d)) for d in days], dtype=object)
+    order = list(ACCESS_COLUMNS) + ["ACTION", "split", "request_date"]
+    return order, columns
+
+
 GENERATED = {"movie_reviews": movie_reviews, "movie_genres": movie_genres, "iris_vector": iris_vector,
-             "daily_rentals": daily_rentals}
+             "daily_rentals": daily_rentals, "access": access_columns}

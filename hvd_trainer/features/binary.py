@@ -20,8 +20,9 @@ from hvd_trainer.errors import DataError
 from hvd_trainer.features.arrays import as_strings, describe_feature, lookup, missing_mask, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, PassthroughEncoderConfig, config_field
-from hvd_trainer.features.model_parts import OutputFeature, ScalarInput
+from hvd_trainer.features.config import (FeatureConfig, LossConfig, OutputFeatureConfig, PassthroughEncoderConfig,
+                                         config_field)
+from hvd_trainer.features.model_parts import OutputFeature, ScalarInput, confidence_penalty
 from hvd_trainer.metrics import Accuracy, MeanLoss, RocAuc
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,21 @@ class BinaryInputConfig(FeatureConfig):
 
 
 @dataclass
+class BinaryLossConfig(LossConfig):
+    """Ludwig's binary_weighted_cross_entropy."""
+
+    positive_class_weight: Optional[float] = config_field(
+        None, "Weight of the positive class in the cross entropy (null or 0: unweighted).", min=0)
+    robust_lambda: float = config_field(
+        0, "Mix the loss with a uniform guess: (1 - robust_lambda) * loss + robust_lambda / 2.", min=0, max=1)
+    confidence_penalty: float = config_field(
+        0, "Weight of Ludwig's penalty on confident (low-entropy) probabilities.", min=0)
+
+
+@dataclass
 class BinaryOutputConfig(OutputFeatureConfig):
     preprocessing: BinaryOutputPreprocessing = field(default_factory=BinaryOutputPreprocessing)
+    loss: BinaryLossConfig = field(default_factory=BinaryLossConfig)
     threshold: float = config_field(0.5, "Probability above which the prediction is true.", gt=0, max=0.999999)
 
 
@@ -186,9 +200,13 @@ class BinaryOutput(OutputFeature):
     type = "binary"
     metric_types = (MeanLoss, Accuracy, RocAuc)
 
-    def __init__(self, name: str, loss_weight: float = 1.0, threshold: float = 0.5):
+    def __init__(self, name: str, loss_weight: float = 1.0, threshold: float = 0.5,
+                 loss_config: Optional[BinaryLossConfig] = None):
         super().__init__(name, loss_weight)
         self.threshold = threshold
+        self.loss_config = loss_config if loss_config is not None else BinaryLossConfig()
+        weight = self.loss_config.positive_class_weight
+        self._pos_weight = torch.tensor([float(weight)]) if weight else None
 
     @property
     def output_size(self) -> int:
@@ -198,7 +216,16 @@ class BinaryOutput(OutputFeature):
         return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target.float().reshape(-1), reduction="none")
 
     def mean_loss(self, logits, target):
-        return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target.float().reshape(-1))
+        # Ludwig's BWCEWLoss, term by term: weighted cross entropy, robust mix, confidence penalty.
+        logits = logits.float().reshape(-1)
+        pos_weight = self._pos_weight.to(logits.device) if self._pos_weight is not None else None
+        loss = F.binary_cross_entropy_with_logits(logits, target.float().reshape(-1), pos_weight=pos_weight)
+        robust, penalty = self.loss_config.robust_lambda, self.loss_config.confidence_penalty
+        if robust > 0:
+            loss = (1 - robust) * loss + robust / 2
+        if penalty > 0:
+            loss = loss + penalty * confidence_penalty(torch.sigmoid(logits), 2)
+        return loss
 
     def predictions(self, logits):
         probs = torch.sigmoid(logits.float().reshape(-1))
@@ -246,7 +273,8 @@ class BinaryType(FeatureType):
         return BinaryInput(config.name)
 
     def output_feature(self, config, metadata):
-        return BinaryOutput(config.name, loss_weight=config.loss.weight, threshold=config.threshold)
+        return BinaryOutput(config.name, loss_weight=config.loss.weight, threshold=config.threshold,
+                            loss_config=config.loss)
 
 
 BINARY = BinaryType()

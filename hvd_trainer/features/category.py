@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import pyarrow.compute as pc
@@ -20,9 +21,12 @@ from torch import nn
 from hvd_trainer.features.arrays import as_strings, lookup, missing_mask, no_values_error, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import FeatureConfig, OutputFeatureConfig, config_field
+from hvd_trainer.errors import ConfigError
+from hvd_trainer.features.config import FeatureConfig, LossConfig, OutputFeatureConfig, config_field
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
 from hvd_trainer.metrics import Accuracy, HitsAtK, MeanLoss
+
+logger = logging.getLogger(__name__)
 
 UNK = "<UNK>"
 MISSING_VALUE_STRATEGIES = ("fill_with_const", "fill_with_mode", "drop_row")
@@ -66,8 +70,32 @@ class CategoryInputConfig(FeatureConfig):
 
 
 @dataclass
+class CategoryLossConfig(LossConfig):
+    """Ludwig's softmax_cross_entropy: class weights apply; the other keys are accepted and, as in Ludwig, unused."""
+
+    class_weights: Union[None, List[float], Dict[str, float]] = config_field(
+        None, "Weight per class: a list in vocabulary order (<UNK> first) or {class: weight}.")
+    robust_lambda: float = config_field(0, "Accepted; Ludwig's softmax_cross_entropy does not use it.", min=0)
+    confidence_penalty: float = config_field(0, "Accepted; Ludwig's softmax_cross_entropy does not use it.", min=0)
+    class_similarities: Optional[List[List[float]]] = config_field(
+        None, "Accepted; Ludwig's softmax_cross_entropy does not use it.")
+    class_similarities_temperature: float = config_field(
+        0, "Accepted; Ludwig's softmax_cross_entropy does not use it.", min=0)
+
+    def __post_init__(self):
+        unused = [k for k in ("robust_lambda", "confidence_penalty", "class_similarities_temperature")
+                  if getattr(self, k)] + (["class_similarities"] if self.class_similarities else [])
+        if unused:
+            logger.warning(
+                "loss.%s of a category output is accepted but changes nothing: Ludwig's softmax_cross_entropy loss "
+                "does not use it, and hvd_trainer follows Ludwig. To weigh classes, set loss.class_weights.",
+                " and loss.".join(unused))
+
+
+@dataclass
 class CategoryOutputConfig(OutputFeatureConfig):
     preprocessing: CategoryOutputPreprocessing = field(default_factory=CategoryOutputPreprocessing)
+    loss: CategoryLossConfig = field(default_factory=CategoryLossConfig)
     top_k: int = config_field(3, "k of the hits_at_k metric.", min=1)
 
 
@@ -164,20 +192,26 @@ class CategoryOutput(OutputFeature):
     type = "category"
     metric_types = (MeanLoss, Accuracy, HitsAtK)
 
-    def __init__(self, name: str, num_classes: int, loss_weight: float = 1.0, top_k: int = 3):
+    def __init__(self, name: str, num_classes: int, loss_weight: float = 1.0, top_k: int = 3,
+                 class_weights: Optional[List[float]] = None):
         super().__init__(name, loss_weight)
         self.num_classes = num_classes
         self.top_k = top_k
+        self._class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
 
     @property
     def output_size(self) -> int:
         return self.num_classes
 
+    def _weights(self, logits):
+        return self._class_weights.to(logits.device) if self._class_weights is not None else None
+
     def loss(self, logits, target):
-        return F.cross_entropy(logits.float(), target.long(), reduction="none")
+        return F.cross_entropy(logits.float(), target.long(), weight=self._weights(logits), reduction="none")
 
     def mean_loss(self, logits, target):
-        return F.cross_entropy(logits.float(), target.long())
+        # With class weights, torch's mean divides by the targets' summed weights (Ludwig's loss too).
+        return F.cross_entropy(logits.float(), target.long(), weight=self._weights(logits))
 
     def predictions(self, logits):
         probs = torch.softmax(logits.float(), dim=-1)
@@ -237,8 +271,39 @@ class CategoryType(FeatureType):
 
     def output_feature(self, config, metadata):
         num_classes = int(metadata[config.name]["vocab_size"])
+        weights = class_weight_list(config, metadata[config.name])
         return CategoryOutput(config.name, num_classes=num_classes, loss_weight=config.loss.weight,
-                              top_k=min(config.top_k, num_classes))
+                              top_k=min(config.top_k, num_classes), class_weights=weights)
+
+
+def class_weight_list(config: CategoryOutputConfig, meta: Mapping[str, Any]) -> Optional[List[float]]:
+    """loss.class_weights as one weight per vocabulary index, checked against the vocabulary (Ludwig's rule)."""
+    weights = config.loss.class_weights
+    if weights is None:
+        return None
+    idx2str = meta["idx2str"]
+    where = f"output_features {config.name!r} loss.class_weights"
+    if isinstance(weights, list):
+        if len(weights) != len(idx2str):
+            raise ConfigError(
+                f"{where} has {len(weights)} weights, but the vocabulary has {len(idx2str)} classes "
+                f"({', '.join(map(repr, idx2str[:8]))}{', ...' if len(idx2str) > 8 else ''}; <UNK> first). Give one "
+                "weight per class in that order, or write {class: weight}."
+            )
+        return [float(w) for w in weights]
+    unknown = sorted(set(weights) - set(idx2str))
+    if unknown:
+        raise ConfigError(
+            f"{where} names {', '.join(map(repr, unknown))}, which the training set's vocabulary does not hold (it "
+            f"holds {', '.join(map(repr, idx2str[:8]))}{', ...' if len(idx2str) > 8 else ''}). Fix the class names."
+        )
+    missing = [c for c in idx2str if c not in weights and c != UNK]
+    if missing:
+        raise ConfigError(
+            f"{where} gives no weight to {', '.join(map(repr, missing[:8]))}; give every class a weight (<UNK> may be "
+            "left out: it then weighs 1)."
+        )
+    return [float(weights.get(c, 1.0)) for c in idx2str]
 
 
 CATEGORY = CategoryType()

@@ -102,3 +102,15 @@ class OutputFeature(abc.ABC):
     def target_tensor(self, column) -> torch.Tensor:
         """Turn a numpy column into a target tensor of this feature's dtype."""
         return torch.as_tensor(column)
+
+
+def confidence_penalty(probabilities: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Ludwig's mean_confidence_penalty: 1 - (the batch's largest -p*log p per class, summed) / log(classes).
+
+    Written from its definition in ludwig.utils.loss_utils, including that it takes the maximum
+    over the batch (dim 0), so its value depends on the batch as a whole.
+    """
+    max_entropy = torch.log(torch.tensor(float(num_classes), device=probabilities.device))
+    entropy_per_class = torch.max(-probabilities * torch.log(torch.clamp(probabilities, 1e-10, 1)), dim=0).values
+    entropy = torch.sum(entropy_per_class, -1)
+    return torch.mean((max_entropy - entropy) / max_entropy)

@@ -23,7 +23,7 @@ from hvd_trainer.errors import DataError
 from hvd_trainer.features.arrays import describe_feature, missing_mask, no_values_error, ranked
 from hvd_trainer.features.base import ANY, FeatureType
 from hvd_trainer.features.columns import column_tensor
-from hvd_trainer.features.config import FeatureConfig, LossConfig, OutputFeatureConfig, config_field
+from hvd_trainer.features.config import DecoderConfig, FeatureConfig, LossConfig, OutputFeatureConfig, config_field
 from hvd_trainer.features.layers import ACTIVATIONS, NORMS, FCLayerSpec, FCStack
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature
 from hvd_trainer.metrics import MeanAbsoluteError, MeanLoss, MeanSquaredError, R2Score
@@ -61,7 +61,9 @@ class VectorEncoderConfig:
 
 
 @dataclass
-class VectorDecoderConfig:
+class VectorDecoderConfig(DecoderConfig):
+    """Ludwig's projector: the output's optional fc layers (DecoderConfig), then one linear layer to vector_size."""
+
     type: Optional[str] = config_field(None, "projector: one linear layer to vector_size.", choices=("projector",))
 
 

@@ -6,12 +6,13 @@ Ludwig's FCLayer order. With no layers the combiner's output is the concatenatio
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from hvd_trainer.model_config import CombinerConfig, FCLayerConfig
+from hvd_trainer.features.config import FCLayerConfig
+from hvd_trainer.model_config import CombinerConfig
 from hvd_trainer.models.tabnet import TabNetCombiner
 from hvd_trainer.tabnet_config import TabNetCombinerConfig
 
@@ -33,18 +34,21 @@ def fc_layer(in_size: int, spec: FCLayerConfig) -> nn.Sequential:
     return nn.Sequential(*parts)
 
 
+def fc_stack(in_size: int, specs: Sequence[FCLayerConfig]) -> Tuple[nn.Sequential, int]:
+    """Layers one after another, and the width of the last (in_size when there are none)."""
+    layers = []
+    for spec in specs:
+        layers.append(fc_layer(in_size, spec))
+        in_size = spec.output_size
+    return nn.Sequential(*layers), in_size
+
+
 class ConcatCombiner(nn.Module):
     """[batch, sum of encoding widths] -> [batch, output_size]."""
 
     def __init__(self, input_sizes: Sequence[int], config: CombinerConfig):
         super().__init__()
-        size = int(sum(input_sizes))
-        layers = []
-        for spec in config.layer_specs():
-            layers.append(fc_layer(size, spec))
-            size = spec.output_size
-        self.fc_stack = nn.Sequential(*layers)
-        self.output_size = size
+        self.fc_stack, self.output_size = fc_stack(int(sum(input_sizes)), config.layer_specs())
 
     def forward(self, encodings: Sequence[torch.Tensor]) -> torch.Tensor:
         # One encoding (all-number inputs travel as one block) needs no copy through cat.

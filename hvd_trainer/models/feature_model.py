@@ -1,6 +1,7 @@
 """FeatureModel: the config-driven model (Ludwig's ECD) of the feature types in hvd_trainer.features.
 
-    encoders (one per input) -> combiner (concat or tabnet) -> decoders (one Linear per output)
+    encoders (one per input) -> combiner (concat or tabnet) -> decoders (per output: optional fc layers, then one
+    Linear)
 
 Encoders, losses, predictions and metrics come from each feature's type in hvd_trainer.features.
 Build it with `build_model(model_config, metadata)`; the metadata (vocabulary sizes) comes from
@@ -9,7 +10,7 @@ load_training_data, or from load_metadata when evaluating, predicting or resumin
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -18,9 +19,10 @@ from torch import nn
 
 from hvd_trainer.features import check_metadata_matches, feature_type
 from hvd_trainer.features.model_parts import InputFeature, OutputFeature, ScalarInput
+from hvd_trainer.features.config import FCLayerConfig
 from hvd_trainer.model_config import CombinerConfig, ModelConfig
 from hvd_trainer.models.base import AUXILIARY_LOSS, BaseModel, to_device
-from hvd_trainer.models.combiner import build_combiner
+from hvd_trainer.models.combiner import build_combiner, fc_stack
 
 
 #: Key of the [batch, k] block that carries all number and binary inputs at once.
@@ -28,7 +30,8 @@ DENSE_BLOCK = "__dense_inputs__"
 
 
 class FeatureModel(BaseModel):
-    def __init__(self, inputs: Sequence[InputFeature], outputs: Sequence[OutputFeature], combiner: CombinerConfig):
+    def __init__(self, inputs: Sequence[InputFeature], outputs: Sequence[OutputFeature], combiner: CombinerConfig,
+                 decoder_layers: Optional[Mapping[str, Sequence[FCLayerConfig]]] = None):
         super().__init__()
         self.input_features = {f.name: f for f in inputs}
         self.output_features = {f.name: f for f in outputs}
@@ -45,8 +48,17 @@ class FeatureModel(BaseModel):
         self.combiner = build_combiner(sizes, combiner)
         # A combiner with a loss of its own (tabnet's sparsity) returns (hidden, loss).
         self._combiner_loss = getattr(self.combiner, "returns_loss", False)
+        # Ludwig's output fc_stack: layers of the output's own between the combiner and its projection.
+        # Kept apart from `decoders` so that a model without them keeps its parameter names.
+        self.decoder_fc = nn.ModuleDict()
+        widths = {}
+        for f in outputs:
+            stack, width = fc_stack(self.combiner.output_size, (decoder_layers or {}).get(f.name, ()))
+            if len(stack):
+                self.decoder_fc[self._output_keys[f.name]] = stack
+            widths[f.name] = width
         self.decoders = nn.ModuleDict(
-            {self._output_keys[f.name]: nn.Linear(self.combiner.output_size, f.output_size) for f in outputs}
+            {self._output_keys[f.name]: nn.Linear(widths[f.name], f.output_size) for f in outputs}
         )
 
     def prepare_dataset(self, dataset):
@@ -81,7 +93,7 @@ class FeatureModel(BaseModel):
             if loss is not None:  # None in evaluation, or with a loss weight of 0
                 logits[AUXILIARY_LOSS] = loss
         for name, key in self._output_keys.items():
-            out = self.decoders[key](hidden)
+            out = self.decoders[key](self.decoder_fc[key](hidden) if key in self.decoder_fc else hidden)
             # number and binary outputs are one value per sample: [batch], as their targets.
             logits[name] = out.squeeze(-1) if self.output_features[name].output_size == 1 else out
         return logits
@@ -97,4 +109,5 @@ def build_model(model_config: ModelConfig, metadata: Mapping[str, Any]) -> Featu
     check_metadata_matches(model_config.features, metadata)
     inputs = [feature_type(f.type).input_feature(f, metadata) for f in model_config.input_features]
     outputs = [feature_type(f.type).output_feature(f, metadata) for f in model_config.output_features]
-    return FeatureModel(inputs, outputs, model_config.combiner)
+    layers = {f.name: f.decoder.layer_specs() for f in model_config.output_features}
+    return FeatureModel(inputs, outputs, model_config.combiner, layers)

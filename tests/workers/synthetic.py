@@ -3,6 +3,10 @@ import numpy as np
 import torch
 
 from hvd_trainer.data import Dataset
+
+#: One full-batch L-BFGS step (Ludwig's lbfgs example, smaller): trainer_checks runs it at np=2, test_trainer at np=1.
+LBFGS_FULL_BATCH = {"optimizer": {"type": "lbfgs", "max_iter": 20, "history_size": 10}, "batch_size": 1000,
+                    "train_steps": 1, "learning_rate": 1.0, "skip_all_evaluation": True}
 from hvd_trainer.models import CategoryOutput, ModuleAdapter, TensorInput
 
 N_FEATURES, N_CLASSES = 10, 3

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import torch
 
-from synthetic import classification_columns, datasets, flat_params, mlp_model
+from synthetic import LBFGS_FULL_BATCH, classification_columns, datasets, flat_params, mlp_model
 
 from hvd_trainer.callbacks import Callback
 from hvd_trainer.data import Dataset
 from hvd_trainer.distributed import init_dist_strategy
-from hvd_trainer.errors import ConfigError, TrainingDivergedError
+from hvd_trainer.errors import TrainingDivergedError
 from hvd_trainer.trainer import RemoteTrainer, Trainer
 
 
@@ -136,12 +136,11 @@ def main(out_dir):
     except TrainingDivergedError as e:
         res["nan_error"] = str(e)
 
-    # 5. lbfgs cannot be data-parallel: refused on every rank before training
-    try:
-        Trainer({"optimizer": {"type": "lbfgs"}, "batch_size": 16}, mlp_model(), distributed=s)
-        res["lbfgs_error"] = None
-    except ConfigError as e:
-        res["lbfgs_error"] = str(e)
+    # 5. lbfgs is data-parallel: each closure call averages the loss and gradients over the ranks
+    t = Trainer(LBFGS_FULL_BATCH, mlp_model(seed=3), distributed=s, random_seed=11, skip_save_model=True,
+                skip_save_progress=True, skip_save_log=True)
+    t.train(eq_train, save_path=os.path.join(out_dir, "lbfgs"))
+    res["lbfgs_params"] = flat_params(t.model)
 
     # 6. RemoteTrainer: results come back from rank 0 only
     rt = RemoteTrainer(config={"epochs": 1, "batch_size": 16}, model=mlp_model(), distributed=s, skip_save_log=True)
