@@ -59,7 +59,7 @@ def train_epoch_with_change(n: int, batch: int, old: int, new: int, batches_befo
 
 
 @pytest.mark.parametrize("n,batch,old,new,before", [
-    (100, 4, 3, 2, 5), (100, 4, 2, 3, 5), (97, 5, 3, 2, 1), (97, 5, 3, 1, 6), (10, 3, 3, 2, 1), (1000, 16, 4, 3, 7),
+    (100, 4, 3, 2, 5), (100, 4, 2, 3, 5), (97, 5, 3, 2, 1), (97, 5, 3, 1, 6), (13, 3, 3, 2, 1), (68, 5, 2, 3, 2), (1000, 16, 4, 3, 7),
     (64, 8, 2, 4, 0), (50, 7, 3, 2, 2),
 ])
 def test_no_sample_of_an_epoch_is_skipped_or_repeated_across_a_world_size_change(n, batch, old, new, before):

@@ -342,11 +342,19 @@ def test_each_option_example_loads_its_own_data_and_its_model_takes_a_step(tmp_p
     assert torch.isfinite(loss)
 
 
-def test_a_last_training_batch_of_one_row_is_skipped_as_ludwigs_ignore_last():
+def test_a_lone_last_training_row_joins_the_batch_before_it():
     from hvd_trainer.data import Dataset
 
     ds = Dataset({"x": np.arange(33, dtype=np.float32)})
-    assert ds.initialize_batcher(16, training=True).steps_per_epoch == 2  # 16 + 16, the 33rd row waits
-    assert ds.initialize_batcher(16, training=False).steps_per_epoch == 3  # evaluation sees every row
+    batcher = ds.initialize_batcher(16, training=True)
+    assert batcher.steps_per_epoch == 2  # 16 + 17: batch norm never sees a one-row batch
+    sizes, seen = [], []
+    while not batcher.last_batch():
+        rows = batcher.next_batch()["x"]
+        sizes.append(len(rows))
+        seen.extend(rows.tolist())
+    assert sizes == [16, 17] and sorted(seen) == list(range(33)), "no row of the epoch is lost"
+    assert ds.initialize_batcher(16, training=False).steps_per_epoch == 3  # evaluation: batches as they come
     assert ds.initialize_batcher(32, training=True).steps_per_epoch == 1
+    assert Dataset({"x": np.arange(1, dtype=np.float32)}).initialize_batcher(16).steps_per_epoch == 1
     assert Dataset({"x": np.arange(1, dtype=np.float32)}).initialize_batcher(16).steps_per_epoch == 1

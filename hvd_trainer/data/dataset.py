@@ -146,8 +146,8 @@ class Batcher:
             raise DataError("Only an unsharded training set can start an epoch at a sample offset (elastic training).")
         self.offset = min(int(offset), len(self.dataset))
         # Read twice per training step (last_batch), so computed here, where the batch size changes.
-        self._steps_per_epoch = math.ceil(self.shard_len / self.batch_size) if self.shard_len else 0
-        self._steps_per_epoch = self._without_a_lone_last_row(self._steps_per_epoch, self.shard_len)
+        self._steps_per_epoch = (training_batches(self.shard_len, self.batch_size) if self.training
+                                 else math.ceil(self.shard_len / self.batch_size))
         self._steps_this_epoch = self.batches_from(self.offset)
         self.epoch = epoch
         self.step = 0
@@ -158,14 +158,7 @@ class Batcher:
         if not offset:
             return self._steps_per_epoch
         rows = math.ceil((len(self.dataset) - min(offset, len(self.dataset))) / self.size)
-        return self._without_a_lone_last_row(math.ceil(rows / self.batch_size), rows)
-
-    def _without_a_lone_last_row(self, steps: int, rows: int) -> int:
-        """Ludwig's trainer batches with ignore_last=True: a last training batch of one row is skipped, as
-        batch norm cannot train on it. `rows` is the same on every rank, so all ranks skip together."""
-        if self.training and self.batch_size > 1 and steps > 1 and rows % self.batch_size == 1:
-            return steps - 1
-        return steps
+        return training_batches(rows, self.batch_size)
 
     def samples_consumed(self) -> int:
         """Samples of this epoch's order trained on by the whole world so far (offset included)."""
@@ -180,8 +173,9 @@ class Batcher:
 
     def next_batch(self) -> Dict[str, np.ndarray]:
         start = self.step * self.batch_size
-        index = self._order[start : start + self.batch_size]
         self.step += 1
+        # The last batch takes every row left: at most batch_size, or batch_size + 1 (a lone last row).
+        index = self._order[start:] if self.step >= self._steps_this_epoch else self._order[start : start + self.batch_size]
         return self.dataset.take(index)
 
 
@@ -201,6 +195,19 @@ def deal(order: np.ndarray, offset: int, rank: int, size: int) -> np.ndarray:
     return rest[rank::size]
 
 
+def training_batches(rows: int, batch_size: int) -> int:
+    """Training batches of `rows` rows (a rank's part of an epoch: the same on every rank).
+
+    A last batch of one row would break batch norm (Ludwig's batcher skips it: ignore_last); here
+    the batch before it takes that row too, so that no sample of the epoch is lost (next_batch gives
+    the last batch every row left: batch_size + 1 of them).
+    """
+    steps = math.ceil(rows / batch_size) if rows else 0
+    return steps - 1 if batch_size > 1 and steps > 1 and rows % batch_size == 1 else steps
+
+
 def consumed_samples(offset: int, batches: int, batch_size: int, size: int, n: int) -> int:
     """Samples of the epoch order consumed after `batches` lockstep batches dealt from `offset` (at most n)."""
+    if batches >= training_batches(math.ceil((n - min(offset, n)) / size), batch_size):
+        return n  # the epoch's last batch: every row left, however many
     return min(n, offset + batches * batch_size * size)
