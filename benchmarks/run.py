@@ -180,6 +180,7 @@ def run_process(cmd: List[str], env: Dict[str, str], timeout: int):
 
 
 def run_one(c: Contender, task: Dict[str, Any], repeat: int, env: Dict[str, str], timeout: int) -> Dict[str, Any]:
+    os.makedirs(WORK_DIR, exist_ok=True)  # a fresh clone has no benchmarks/.work yet
     run_dir = tempfile.mkdtemp(prefix=f"{task['name']}_{c.key}_", dir=WORK_DIR)
     cmd = command(c, task, run_dir)
     log_path = os.path.join(WORK_DIR, "logs", f"{task['name']}_{c.key}_r{repeat}.log")
