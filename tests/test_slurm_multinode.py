@@ -12,7 +12,7 @@ writes client wrappers (sbatch, scontrol, ... run on h1) that the jobs here are 
   sends before a short --time limit (--signal=B:USR1@30) makes the ranks on both nodes stop
   together at one step with a checkpoint, the job requeue itself, run again on both nodes,
   resume from that step, and end COMPLETED with a final model bit-identical to an uninterrupted
-  run at the same number of ranks (test_slurm's `reference`).
+  run at the same number of ranks (this module's longer `reference`).
 
 The netns cluster uses its own prefix and subnet (HVD_SLURM_NETNS_PREFIX / _SUBNET, default hvds
 on 10.213.49), apart from tests/test_multihost.py's. Where the machine cannot run it (not root,
@@ -29,14 +29,18 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import REPO
-# The one-node module's job helpers, its digits example and its uninterrupted reference run.
-from test_slurm import (TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
-                        _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits, reference)
+from conftest import REPO, launcher_command, require_horovod, run_job
+# The one-node module's job helpers and its digits example.
+from test_slurm import (NTASKS, TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
+                        _final_model, _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits)
 
 pytestmark = pytest.mark.slurm
 
-__all__ = ["digits", "reference"]  # fixtures used by the tests below
+__all__ = ["digits"]  # a fixture used by the tests below
+
+# The time-limit signal comes about 10 s after a job is released. On a quiet machine the one-node
+# module's 80 epochs (800 steps at ~160 steps/s) are over by then, so these jobs train longer.
+LONG_ARGS = ["--set", "trainer.epochs=400", "--set", "trainer.early_stop=-1"]
 
 UP = os.path.join(REPO, "scripts", "slurm_cluster_up.sh")
 DOWN = os.path.join(REPO, "scripts", "slurm_cluster_down.sh")
@@ -45,6 +49,19 @@ SUBNET = os.environ.get("HVD_SLURM_NETNS_SUBNET", "10.213.49")
 HOME = f"/var/lib/hvd_trainer_slurm_{PREFIX}"
 NODES = ["h1", "h2"]
 LAUNCH_STYLES = ["srun", "mpirun", "horovodrun"]
+
+
+@pytest.fixture(scope="module")
+def reference(digits, tmp_path_factory) -> Dict[str, object]:
+    """The long job run once without interruption (plain horovodrun -np 2, one thread per rank)."""
+    require_horovod()
+    out = tmp_path_factory.mktemp("reference_long")
+    cmd = launcher_command("gloo", NTASKS) + ["-m", "hvd_trainer", "train", "--config", digits.config, "--dataset",
+                                              digits.dataset, "--output-directory", str(out), "--experiment-name",
+                                              "ref", "--model-name", "run", *LONG_ARGS]
+    result = run_job(cmd, timeout=600, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-4000:]
+    return _final_model(str(out / "ref_run"))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +147,8 @@ def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit
     # As test_slurm's one-node time-limit test: --time=1 with --signal=B:USR1@30, released so that
     # slurmctld's time-limit check, and with it the signal, comes 7-9 s after the start; the
     # requeued run gets a longer limit. One task on each node: two ranks, as in the reference.
-    job = submit2(digits.job_args(), 1, "--hold", "--time=1", "--signal=B:USR1@30", HVD_LAUNCH=launch)
+    job = submit2([digits.config, digits.dataset, *LONG_ARGS], 1, "--hold", "--time=1", "--signal=B:USR1@30",
+                  HVD_LAUNCH=launch)
     check = _release_before_a_time_limit_check(job, lead_s=10)
     job.release_after_requeue(1, "TimeLimit=5")
     info = job.run_to_end()
