@@ -18,8 +18,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import HOROVODRUN, REPO, WORKERS, launch_env, require_horovod
-from test_multihost import PYTHON, Cluster, _cannot_run_reason, _write_digits_csv, strip_rank_prefixes
+from conftest import HOROVODRUN, REPO, WORKERS, launch_env
+from test_multihost import PYTHON, Cluster, _write_digits_csv, cluster_for_a_module, strip_rank_prefixes
 
 pytestmark = pytest.mark.multihost
 
@@ -30,19 +30,7 @@ EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = _cannot_run_reason()
-    if reason:
-        pytest.skip(f"Multi-host tests skipped: {reason}.")
-    require_horovod()
-    c = Cluster(prefix=PREFIX, num_hosts=3, subnet=SUBNET)
-    r = c.up()
-    if r.returncode != 0:
-        c.down()
-        pytest.fail(f"The netns cluster did not come up:\n{r.stdout[-3000:]}")
-    yield c
-    c.end_strays()
-    r = c.down()
-    assert r.returncode == 0, r.stdout
+    yield from cluster_for_a_module(Cluster(prefix=PREFIX, num_hosts=3, subnet=SUBNET))
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -166,13 +166,12 @@ def _cannot_run_reason() -> Optional[str]:
     return None
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def cluster_for_a_module(c: Cluster) -> Iterator[Cluster]:
+    """A module fixture's body: skip where the machine cannot run it, bring `c` up, take it down after."""
     reason = _cannot_run_reason()
     if reason:
         pytest.skip(f"Multi-host tests skipped: {reason}.")
     require_horovod()
-    c = Cluster(prefix=f"hvdt{os.getpid()}")
     r = c.up()
     if r.returncode != 0:
         c.down()
@@ -181,6 +180,11 @@ def cluster():
     c.end_strays()
     r = c.down()
     assert r.returncode == 0, r.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    yield from cluster_for_a_module(Cluster(prefix=f"hvdt{os.getpid()}"))
 
 
 @pytest.fixture(autouse=True)

@@ -238,14 +238,18 @@ def _final_model(run_dir: str) -> Dict[str, object]:
 def reference(digits, tmp_path_factory) -> Dict[str, object]:
     """The same config run once without interruption: plain horovodrun -np 2, one thread per
     rank as in the jobs (--cpus-per-task=1). At np=2 Gloo and MPI sum gradients bit-identically."""
+    return uninterrupted_run(digits, str(tmp_path_factory.mktemp("reference")), TRAIN_ARGS, timeout=300)
+
+
+def uninterrupted_run(digits: "Digits", out: str, train_args: List[str], timeout: float) -> Dict[str, object]:
+    """The final model of `train ... train_args` under plain horovodrun -np 2 (Gloo), one thread per rank."""
     require_horovod()
-    out = tmp_path_factory.mktemp("reference")
     cmd = launcher_command("gloo", NTASKS) + ["-m", "hvd_trainer", "train", "--config", digits.config, "--dataset",
-                                              digits.dataset, "--output-directory", str(out), "--experiment-name",
-                                              "ref", "--model-name", "run", *TRAIN_ARGS]
-    result = run_job(cmd, timeout=300, env={"OMP_NUM_THREADS": "1"})
+                                              digits.dataset, "--output-directory", out, "--experiment-name",
+                                              "ref", "--model-name", "run", *train_args]
+    result = run_job(cmd, timeout=timeout, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-4000:]
-    return _final_model(str(out / "ref_run"))
+    return _final_model(os.path.join(out, "ref_run"))
 
 
 def _assert_finished_like_the_reference(job: Job, reference):

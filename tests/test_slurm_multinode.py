@@ -29,10 +29,11 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import REPO, launcher_command, require_horovod, run_job
+from conftest import REPO
 # The one-node module's job helpers and its digits example.
-from test_slurm import (NTASKS, TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
-                        _final_model, _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits)
+from test_slurm import (TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
+                        _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits,
+                        uninterrupted_run)
 
 pytestmark = pytest.mark.slurm
 
@@ -54,14 +55,7 @@ LAUNCH_STYLES = ["srun", "mpirun", "horovodrun"]
 @pytest.fixture(scope="module")
 def reference(digits, tmp_path_factory) -> Dict[str, object]:
     """The long job run once without interruption (plain horovodrun -np 2, one thread per rank)."""
-    require_horovod()
-    out = tmp_path_factory.mktemp("reference_long")
-    cmd = launcher_command("gloo", NTASKS) + ["-m", "hvd_trainer", "train", "--config", digits.config, "--dataset",
-                                              digits.dataset, "--output-directory", str(out), "--experiment-name",
-                                              "ref", "--model-name", "run", *LONG_ARGS]
-    result = run_job(cmd, timeout=600, env={"OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-4000:]
-    return _final_model(str(out / "ref_run"))
+    return uninterrupted_run(digits, str(tmp_path_factory.mktemp("reference_long")), LONG_ARGS, timeout=600)
 
 
 @pytest.fixture(scope="module")
