@@ -107,7 +107,8 @@ class Trainer(LudwigTrainerAPI):
     # ---- setup ----------------------------------------------------------------------------
     def prepare(self) -> None:
         """Build the optimizer (wrapped by the strategy), the LR scheduler and the train step."""
-        optimizer = create_optimizer(self.model, self.config.optimizer, self.base_learning_rate)
+        optimizer = create_optimizer(self.model, self.config.optimizer, self.base_learning_rate,
+                                     self.config.use_mixed_precision)
         self.optimizer = self.distributed.wrap_optimizer(optimizer, self.compiled_model, self.gradient_accumulation_steps)
         self.scheduler = LRScheduler(self.config.learning_rate_scheduler, self.optimizer, base_lr=self.base_learning_rate)
         self.step_fn = TrainStep(self.config, self.model, self.compiled_model, self.optimizer, self.distributed, self.device)

@@ -53,6 +53,8 @@ BAD_CONFIGS = [
     ({"regularization_type": "l3"}, ["trainer.regularization_type", "'l1'"]),
     ({"increase_batch_size_on_plateau_rate": 1.0}, ["increase_batch_size_on_plateau_rate", "greater than 1"]),
     ({"optimizer": {"type": "lbfgs"}, "use_mixed_precision": True}, ["lbfgs", "use_mixed_precision"]),
+    ({"optimizer": {"type": "adam", "fused": True}, "use_mixed_precision": True}, ["fused", "use_mixed_precision"]),
+    ({"optimizer": {"type": "nadam", "fused": True}}, ["trainer.optimizer.fused", "does not apply to the nadam"]),
 ]
 
 
@@ -99,3 +101,46 @@ def test_command_line_overrides_apply_dotted_keys_as_yaml_values():
     assert TrainerConfig.from_dict(data["trainer"]).learning_rate == 0.01
     with pytest.raises(ConfigError, match="not an assignment"):
         set_dotted(data, "trainer.epochs")
+
+
+@pytest.mark.parametrize("optimizer,mixed_precision,fused", [
+    ({"type": "adam"}, False, True),                      # the default: fused in full precision
+    ({"type": "adamw"}, False, True),
+    ({"type": "adam"}, True, False),                      # the gradient scaler needs the per-tensor loop
+    ({"type": "adam", "fused": False}, False, False),     # torch's per-tensor loop on request
+    ({"type": "sgd"}, False, False),                      # fused only when asked for
+    ({"type": "sgd", "fused": True}, False, True),
+])
+def test_adam_is_fused_by_default_in_full_precision(optimizer, mixed_precision, fused):
+    import torch
+
+    from hvd_trainer.optimizers import create_optimizer
+
+    config = TrainerConfig.from_dict({"optimizer": optimizer})
+    built = create_optimizer(torch.nn.Linear(3, 2), config.optimizer, 0.1, mixed_precision)
+    assert bool(built.param_groups[0].get("fused")) is fused
+
+
+def test_a_fused_adam_trains_as_the_per_tensor_loop_to_rounding():
+    import torch
+
+    from hvd_trainer.optimizers import create_optimizer
+
+    def flat(model):
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def train(fused):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        initial = flat(model)
+        config = TrainerConfig.from_dict({"optimizer": {"type": "adam", "fused": fused}})
+        opt = create_optimizer(model, config.optimizer, 0.01)
+        x, y = torch.randn(64, 8, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 3
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        assert (flat(model) - initial).abs().max() > 0.05  # it trained
+        return flat(model)
+
+    torch.testing.assert_close(train(True), train(False), rtol=1e-5, atol=1e-6)
