@@ -293,7 +293,8 @@ def test_compose_cluster_trains_the_digits_example(engine, image, tmp_path):
 # The digits example, committing every 2 steps: an added worker is taken in within 2 steps of the discovery
 # script listing it. Measured on this 2-core machine under load: 10 steps per epoch on 2 workers at about
 # 3 steps/s, and the third worker noticed about 6 s after the first evaluation (compose's `up --scale` 2 s,
-# the container's sshd, the script's next poll), at step 32 of 60: 10 epochs leave about 4 times that.
+# the container's sshd, the script's next poll), taken in at step 32 in every run so far: 10 epochs (100
+# steps on 2 workers) leave about 4 times the time that needs.
 ELASTIC_EPOCHS = 10
 ELASTIC_JOB = ("python -m hvd_trainer train --config hvd_trainer/examples/digits.yaml --dataset /shared/digits.csv "
                "--output-directory /shared/results --experiment-name digits --model-name elastic "
