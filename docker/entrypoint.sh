@@ -118,13 +118,22 @@ horovodrun_world() {
     return 0
   fi
   min="${HVD_MIN_NP:-$np}"
-  [ "${HVD_CONTROLLER:-gloo}" = gloo ] || die "An elastic job (HVD_MAX_NP=$max) needs HVD_CONTROLLER=gloo: MPI cannot change the size of its world. Unset HVD_MAX_NP for a fixed MPI job."
-  [[ "$min" =~ ^[0-9]+$ && "$max" =~ ^[0-9]+$ ]] && [ "$min" -le "$np" ] && [ "$np" -le "$max" ] \
-    || die "HVD_MIN_NP=$min <= the $np starting ranks <= HVD_MAX_NP=$max does not hold: set whole numbers around the number of workers started (--scale worker=N) times HVD_SLOTS_PER_WORKER."
+  [ "$min" -le "$np" ] && [ "$np" -le "$max" ] \
+    || die "HVD_MIN_NP=$min <= the $np starting ranks <= HVD_MAX_NP=$max does not hold: start between HVD_MIN_NP and HVD_MAX_NP ranks (--scale worker=N, times HVD_SLOTS_PER_WORKER), or change them."
   echo "--min-np $min --max-np $max --host-discovery-script $DISCOVER"
 }
 
+check_elastic_settings() {
+  # Before any waiting: an elastic job's settings that are wrong whatever the workers.
+  [ -n "${HVD_MAX_NP:-}" ] || return 0
+  [[ "$HVD_MAX_NP" =~ ^[1-9][0-9]*$ && "${HVD_MIN_NP:-1}" =~ ^[1-9][0-9]*$ ]] \
+    || die "HVD_MIN_NP='${HVD_MIN_NP:-}' and HVD_MAX_NP='$HVD_MAX_NP' must be whole numbers of ranks (HVD_MIN_NP may be left unset: the ranks started with)."
+  [ "${HVD_CONTROLLER:-gloo}" = gloo ] \
+    || die "An elastic job (HVD_MAX_NP=$HVD_MAX_NP) needs HVD_CONTROLLER=gloo: MPI cannot change the size of its world. Unset HVD_MAX_NP for a fixed MPI job."
+}
+
 run_launcher() {
+  check_elastic_settings
   ensure_cluster_key
   write_ssh_client_config
   say "Waiting for the workers' sshd ..."

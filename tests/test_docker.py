@@ -8,8 +8,9 @@ compose cluster up on its internal network, runs the job, checks its output and 
 Only where no engine can run at all (not root; no namespaces or cgroups) are the compose file,
 the Dockerfile and the scripts validated statically alone, and the skip message says why the
 cluster was not run. On a fresh quiet 2-core machine the module takes about 4 minutes (install,
-debootstrap, image build, three cluster runs); the base root file system, the dependency wheels
-and the engine's images are cached under ~/.cache/hvd_trainer/docker for later runs.
+debootstrap, image build, three cluster runs) plus the elastic run that `up --scale` grows (50 s
+to 3 minutes, with the machine's load); the base root file system, the dependency wheels and the
+engine's images are cached under ~/.cache/hvd_trainer/docker for later runs.
 """
 from __future__ import annotations
 
@@ -343,6 +344,17 @@ class DetachedCluster:
     def down(self) -> None:
         down = run(self.base + ["down", "-v", "--remove-orphans", "-t", "5"], timeout=180, env=self.env)
         assert down.returncode == 0, down.stdout
+
+
+@pytest.mark.parametrize("settings, cause", [
+    ({"HVD_MAX_NP": "3", "HVD_CONTROLLER": "mpi"}, "needs HVD_CONTROLLER=gloo"),
+    ({"HVD_MAX_NP": "three"}, "must be whole numbers of ranks"),
+])
+def test_the_launcher_refuses_elastic_settings_it_cannot_run_before_waiting(engine, image, settings, cause):
+    options = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
+    r = run(["docker", "run", "--rm", "--network", "none", *options, image, "launcher"], timeout=120, env=engine)
+    assert r.returncode == 1, r.stdout
+    assert cause in r.stdout and "Waiting for the workers" not in r.stdout, r.stdout
 
 
 def test_scaling_the_workers_up_grows_an_elastic_run(engine, image, tmp_path):
