@@ -19,10 +19,16 @@
 #   HVD_WORKER_SERVICE    DNS name listing the workers (default: worker, the compose service)
 #   HVD_NETWORK_INTERFACE passed to horovodrun --network-interface (default: horovodrun picks)
 #   HVD_WAIT_SECONDS      how long to wait for the workers (default 120)
+#   HVD_MAX_NP            set: an elastic job (Gloo) that grows up to this many ranks when workers are
+#                         added (`up --scale worker=N` during the run) and shrinks when one is lost;
+#                         the workers are found by scripts/elastic/discover_hosts_compose.sh
+#   HVD_MIN_NP            elastic: the fewest ranks the job goes on with (default: the ranks it starts with)
 set -euo pipefail
 
 KEYS="${HVD_SSH_KEYS:-/keys}"
 PORT="${HVD_SSH_PORT:-2222}"
+# The compose cluster's discovery script for elastic jobs (in the image with the package).
+DISCOVER="${HVD_DISCOVERY_SCRIPT:-/opt/hvd_trainer/src/scripts/elastic/discover_hosts_compose.sh}"
 say() { printf '[%s] %s\n' "${ROLE:-hvd}" "$*"; }
 die() { printf '\n[%s] ERROR: %s\n\n' "${ROLE:-hvd}" "$*" >&2; exit 1; }
 
@@ -104,7 +110,30 @@ wait_for_workers() {
   done
 }
 
+horovodrun_world() {
+  # The hosts: a fixed list, or (HVD_MAX_NP set) the discovery script that lists the workers registered now.
+  local np="$1" hosts="$2" max="${HVD_MAX_NP:-}" min
+  if [ -z "$max" ]; then
+    echo "-H $hosts"
+    return 0
+  fi
+  min="${HVD_MIN_NP:-$np}"
+  [ "$min" -le "$np" ] && [ "$np" -le "$max" ] \
+    || die "HVD_MIN_NP=$min <= the $np starting ranks <= HVD_MAX_NP=$max does not hold: start between HVD_MIN_NP and HVD_MAX_NP ranks (--scale worker=N, times HVD_SLOTS_PER_WORKER), or change them."
+  echo "--min-np $min --max-np $max --host-discovery-script $DISCOVER"
+}
+
+check_elastic_settings() {
+  # Before any waiting: an elastic job's settings that are wrong whatever the workers.
+  [ -n "${HVD_MAX_NP:-}" ] || return 0
+  [[ "$HVD_MAX_NP" =~ ^[1-9][0-9]*$ && "${HVD_MIN_NP:-1}" =~ ^[1-9][0-9]*$ ]] \
+    || die "HVD_MIN_NP='${HVD_MIN_NP:-}' and HVD_MAX_NP='$HVD_MAX_NP' must be whole numbers of ranks (HVD_MIN_NP may be left unset: the ranks started with)."
+  [ "${HVD_CONTROLLER:-gloo}" = gloo ] \
+    || die "An elastic job (HVD_MAX_NP=$HVD_MAX_NP) needs HVD_CONTROLLER=gloo: MPI cannot change the size of its world. Unset HVD_MAX_NP for a fixed MPI job."
+}
+
 run_launcher() {
+  check_elastic_settings
   ensure_cluster_key
   write_ssh_client_config
   say "Waiting for the workers' sshd ..."
@@ -130,11 +159,13 @@ PY
   fi
   local job="${HVD_JOB:-python -m hvd_trainer doctor}"
   eval "set -- $job"
-  local iface=()
+  local iface=() world
   [ -z "${HVD_NETWORK_INTERFACE:-}" ] || iface=(--network-interface "$HVD_NETWORK_INTERFACE")
-  say "horovodrun -np $np -H $hosts --${HVD_CONTROLLER:-gloo}: $job"
+  world=$(horovodrun_world "$np" "$hosts")
+  say "horovodrun -np $np $world --${HVD_CONTROLLER:-gloo}: $job"
   set +e
-  horovodrun -np "$np" -H "$hosts" "--${HVD_CONTROLLER:-gloo}" --ssh-port "$PORT" \
+  # shellcheck disable=SC2086  # $world is a list of options without spaces inside them
+  horovodrun -np "$np" $world "--${HVD_CONTROLLER:-gloo}" --ssh-port "$PORT" \
     --ssh-identity-file "$KEYS/id_ed25519" --disable-cache "${iface[@]}" "$@"
   local rc=$?
   set -e

@@ -8,8 +8,9 @@ compose cluster up on its internal network, runs the job, checks its output and 
 Only where no engine can run at all (not root; no namespaces or cgroups) are the compose file,
 the Dockerfile and the scripts validated statically alone, and the skip message says why the
 cluster was not run. On a fresh quiet 2-core machine the module takes about 4 minutes (install,
-debootstrap, image build, three cluster runs); the base root file system, the dependency wheels
-and the engine's images are cached under ~/.cache/hvd_trainer/docker for later runs.
+debootstrap, image build, three cluster runs) plus the elastic run that `up --scale` grows (50 s
+to 3 minutes, with the machine's load); the base root file system, the dependency wheels and the
+engine's images are cached under ~/.cache/hvd_trainer/docker for later runs.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Optional
+import time
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 import yaml
 
 from conftest import REPO, finish_job
+from test_elastic_multihost import run_files
 
 # On a fresh machine the first cluster test also installs Docker, builds the base image and the
 # image: about 3 minutes on a quiet 2-core machine (install 10 s, debootstrap 60 s, wheels and
@@ -43,6 +46,7 @@ TRAIN_JOB = ("python -m hvd_trainer train --config hvd_trainer/examples/digits.y
              "--set trainer.epochs=3")
 CONTEXT_FILES = ("setup.py", "README.md")
 CONTEXT_DOCKER_FILES = ("Dockerfile", "install.sh", "entrypoint.sh")
+CONTEXT_DIRS = ("hvd_trainer", "scripts/elastic")
 
 
 def run(cmd: List[str], timeout: float, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
@@ -98,6 +102,15 @@ def test_compose_file_has_a_launcher_and_workers_on_an_internal_network():
     assert services["launcher"]["command"] == ["launcher"] and services["worker"]["command"] == ["worker"]
     env = services["launcher"]["environment"]
     assert "HVD_JOB" in env, "the job is one variable, so switching it to training is one line"
+    assert {"HVD_MIN_NP", "HVD_MAX_NP"} <= set(env), "an elastic job is switched on from the environment"
+
+
+def test_the_image_holds_the_discovery_script_where_the_launcher_runs_it():
+    dockerfile = open(DOCKERFILE).read()
+    entrypoint = open(os.path.join(DOCKER_DIR, "entrypoint.sh")).read()
+    copied = re.search(r"^COPY scripts/elastic/ (\S+)/$", dockerfile, re.M)
+    assert copied, "the Dockerfile must copy scripts/elastic/ into the image"
+    assert f"{copied.group(1)}/discover_hosts_compose.sh" in entrypoint
 
 
 def test_dockerfile_pins_torch_builds_horovod_like_setup_and_bakes_no_key():
@@ -118,6 +131,7 @@ def test_dockerfile_pins_torch_builds_horovod_like_setup_and_bakes_no_key():
 @pytest.mark.parametrize("script", [
     "docker/entrypoint.sh", "docker/install.sh", "docker/stage_wheels.sh",
     "scripts/docker_engine_up.sh", "scripts/docker_engine_down.sh", "scripts/docker_base_image.sh",
+    "scripts/elastic/discover_hosts_compose.sh",
 ])
 def test_shell_scripts_parse(script):
     r = run(["bash", "-n", os.path.join(REPO, script)], timeout=30)
@@ -163,8 +177,9 @@ def _stage_context(root: str) -> None:
     """A clean build context: the package, the docker files and every wheel (no network needed)."""
     for name in CONTEXT_FILES:
         shutil.copy2(os.path.join(REPO, name), root)
-    shutil.copytree(os.path.join(REPO, "hvd_trainer"), os.path.join(root, "hvd_trainer"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in CONTEXT_DIRS:
+        shutil.copytree(os.path.join(REPO, name), os.path.join(root, name),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     os.makedirs(os.path.join(root, "docker", "wheels"))
     for name in CONTEXT_DOCKER_FILES:
         shutil.copy2(os.path.join(DOCKER_DIR, name), os.path.join(root, "docker"))
@@ -223,15 +238,20 @@ def _doctor_rows(out: str) -> List[List[str]]:
     return rows
 
 
-def compose_up(engine, image, shared, controller: str, workers: int, job: Optional[str] = None) -> str:
-    """`up` the cluster until the launcher ends, then `down -v`; returns the (colourless) log."""
-    cli = compose_command()
-    project = f"hvdt{os.getpid()}{controller}{workers}"
+def compose_project(engine, image, shared, controller: str, name: str, job: Optional[str] = None,
+                    **settings: str) -> Tuple[List[str], Dict[str, str]]:
+    """The compose command line of a cluster of our own (project `name`) and its environment."""
+    project = f"hvdt{os.getpid()}{name}"
     env = dict(engine, HVD_IMAGE=image, HVD_SHARED_DIR=str(shared), HVD_CONTROLLER=controller,
-               COMPOSE_PROJECT_NAME=project)
+               COMPOSE_PROJECT_NAME=project, **settings)
     if job:
         env["HVD_JOB"] = job
-    base = cli + ["-f", COMPOSE_FILE, "-p", project]
+    return compose_command() + ["-f", COMPOSE_FILE, "-p", project], env
+
+
+def compose_up(engine, image, shared, controller: str, workers: int, job: Optional[str] = None) -> str:
+    """`up` the cluster until the launcher ends, then `down -v`; returns the (colourless) log."""
+    base, env = compose_project(engine, image, shared, controller, f"{controller}{workers}", job)
     try:
         r = run(base + ["up", "--no-build", "--scale", f"worker={workers}", "--exit-code-from", "launcher"],
                 timeout=600, env=env)
@@ -266,3 +286,99 @@ def test_compose_cluster_trains_the_digits_example(engine, image, tmp_path):
                  "model/training_progress.json", "model/training_checkpoints/latest.ckpt",
                  "model/training_checkpoints/best.ckpt"):
         assert (run_dir / name).exists(), f"{name} is missing under {run_dir}"
+
+
+# ---- elastic: the compose cluster grows during a run ---------------------------------------------
+
+
+# The digits example, committing every 2 steps: an added worker is taken in within 2 steps of the discovery
+# script listing it. Measured on this 2-core machine under load: 10 steps per epoch on 2 workers at about
+# 3 steps/s, and the third worker noticed about 6 s after the first evaluation (compose's `up --scale` 2 s,
+# the container's sshd, the script's next poll), taken in at step 32 in every run so far: 10 epochs (100
+# steps on 2 workers) leave about 4 times the time that needs.
+ELASTIC_EPOCHS = 10
+ELASTIC_JOB = ("python -m hvd_trainer train --config hvd_trainer/examples/digits.yaml --dataset /shared/digits.csv "
+               "--output-directory /shared/results --experiment-name digits --model-name elastic "
+               f"--set trainer.epochs={ELASTIC_EPOCHS} --set distributed.elastic_commit_steps=2")
+EVALUATION_LINE = re.compile(r"step \d+/\d+ epoch \d+ \|")  # rank 0's console line per evaluation
+
+
+class DetachedCluster:
+    """A compose cluster started with `up -d`: scaled while its launcher runs, read through `docker logs`."""
+
+    def __init__(self, engine, base: List[str], env: Dict[str, str]):
+        self.engine, self.base, self.env = engine, base, env
+        self.launcher = ""
+
+    def scale_workers(self, workers: int) -> None:
+        """`up -d --no-recreate --scale worker=N worker`: add replicas, leave every running container alone."""
+        run(self.base + ["up", "-d", "--no-build", "--no-recreate", "--scale", f"worker={workers}", "worker"],
+            timeout=300, env=self.env, check=True)
+
+    def start(self, workers: int) -> None:
+        run(self.base + ["up", "-d", "--no-build", "--scale", f"worker={workers}"], timeout=300, env=self.env,
+            check=True)
+        ids = run(self.base + ["ps", "-q", "launcher"], timeout=120, env=self.env, check=True).stdout.split()
+        assert len(ids) == 1, ids
+        self.launcher = ids[0]
+
+    def log(self) -> str:
+        return run(["docker", "logs", self.launcher], timeout=120, env=self.engine).stdout
+
+    def running(self) -> bool:
+        state = run(["docker", "inspect", "-f", "{{.State.Running}}", self.launcher], timeout=120, env=self.engine)
+        return state.stdout.strip() == "true"
+
+    def wait_for_evaluations(self, count: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while len(EVALUATION_LINE.findall(self.log())) < count:
+            if not self.running() or time.monotonic() > deadline:
+                raise AssertionError(f"{count} evaluation(s) never happened:\n{self.log()[-6000:]}")
+            time.sleep(1)
+
+    def wait(self, timeout: float = 600) -> int:
+        """The launcher's exit status (the job's) once it ends."""
+        r = run(["docker", "wait", self.launcher], timeout=timeout, env=self.engine, check=True)
+        return int(r.stdout.strip().splitlines()[-1])
+
+    def down(self) -> None:
+        down = run(self.base + ["down", "-v", "--remove-orphans", "-t", "5"], timeout=180, env=self.env)
+        assert down.returncode == 0, down.stdout
+
+
+@pytest.mark.parametrize("settings, cause", [
+    ({"HVD_MAX_NP": "3", "HVD_CONTROLLER": "mpi"}, "needs HVD_CONTROLLER=gloo"),
+    ({"HVD_MAX_NP": "three"}, "must be whole numbers of ranks"),
+])
+def test_the_launcher_refuses_elastic_settings_it_cannot_run_before_waiting(engine, image, settings, cause):
+    options = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
+    r = run(["docker", "run", "--rm", "--network", "none", *options, image, "launcher"], timeout=120, env=engine)
+    assert r.returncode == 1, r.stdout
+    assert cause in r.stdout and "Waiting for the workers" not in r.stdout, r.stdout
+
+
+def test_scaling_the_workers_up_grows_an_elastic_run(engine, image, tmp_path):
+    # An elastic job (HVD_MAX_NP) on 2 workers; after its first evaluation a third replica is added with
+    # `up --scale worker=3`, which the shipped discovery script (discover_hosts_compose.sh) lists.
+    base, env = compose_project(engine, image, tmp_path, "gloo", "elastic", ELASTIC_JOB, HVD_MIN_NP="2",
+                                HVD_MAX_NP="3")
+    cluster = DetachedCluster(engine, base, env)
+    try:
+        cluster.start(workers=2)
+        cluster.wait_for_evaluations(1)
+        cluster.scale_workers(3)
+        rc = cluster.wait()
+        out = cluster.log()
+    finally:
+        cluster.down()
+    assert rc == 0, out[-6000:]
+    assert "horovodrun -np 2 --min-np 2 --max-np 3 --host-discovery-script" in out, out[-6000:]
+    change = re.search(r"Elastic: world size 2 -> 3 at step (\d+), LR ([0-9.e-]+) -> ([0-9.e-]+)", out)
+    assert change, f"the job never grew to 3 workers:\n{out[-6000:]}"
+    print(change.group(0))
+    assert float(change.group(3)) == pytest.approx(float(change.group(2)) * 3 / 2, rel=1e-3)
+    files = run_files(str(tmp_path / "results" / "digits_elastic"))
+    assert files["progress"]["world_size"] == 3
+    assert files["progress"]["epoch"] == ELASTIC_EPOCHS, "every epoch must be trained"
+    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
+    assert len(steps) == ELASTIC_EPOCHS and steps == sorted(steps), steps
