@@ -51,6 +51,25 @@ def test_a_parquet_read_by_row_groups_equals_pyarrows_own_read(tmp_path, size):
         assert sorted(ids.tolist()) == list(range(table.num_rows))
 
 
+def test_row_groups_whose_columns_come_in_several_chunks_keep_every_row():
+    """pyarrow may hand a large row group's column over in several chunks: each lands at its own rows."""
+    from hvd_trainer.data.readers import _read_row_groups
+
+    groups = [pa.table({"x": pa.chunked_array([[1.0, 2.0], [None, 4.0, 5.0]]),
+                        "s": pa.chunked_array([["a"], ["b", None, "d", "e"]])}),
+              pa.table({"x": pa.chunked_array([[6.0], [7.0]]), "s": pa.chunked_array([["f", "g"]])})]
+
+    class TwoGroups:  # the part of pyarrow's ParquetFile that the reader uses
+        schema_arrow = groups[0].schema
+
+        def read_row_group(self, g, columns):
+            return groups[g].select(columns)
+
+    cols = _read_row_groups(TwoGroups(), [0, 1], ["x", "s"], 7)
+    assert cols["x"].to_pylist() == [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0]
+    assert cols["s"].to_pylist() == ["a", "b", None, "d", "e", "f", "g"]
+
+
 # ---- the dense block --------------------------------------------------------------------------------
 def test_the_builder_returns_the_columns_as_views_of_one_row_major_block():
     rows = CHUNK_ROWS * 2 + 123  # whole chunks and a partial one

@@ -234,11 +234,13 @@ def _read_row_groups(pf, groups: List[int], columns: List[str], rows: int) -> Di
     for g in groups:
         table = pf.read_row_group(g, columns=columns)
         for c in columns:
+            at = position  # a row group's column may come in several chunks
             for chunk in table.column(c).chunks:
                 if c in fixed:
-                    fixed[c].put(chunk, position)
+                    fixed[c].put(chunk, at)
                 else:
                     chunks[c].append(chunk)
+                at += len(chunk)
         position += table.num_rows
         del table
     return {c: fixed[c].array() if c in fixed else _joined(chunks.pop(c), schema.field(c).type) for c in columns}
