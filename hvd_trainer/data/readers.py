@@ -6,7 +6,8 @@ number of ranks grows:
 - CSV: the bytes after the header are cut into `size` equal ranges; a line belongs to the rank
   whose range holds its first byte (each cut is moved forward to the next line start). A quoted
   value that spans several lines is therefore not supported in sharded reads.
-- Parquet: row groups are dealt round-robin, and each rank reads only its own; a file with
+- Parquet: row groups are dealt round-robin, and each rank reads only its own, one at a time
+  (integer and float columns straight into buffers of their final size); a file with
   fewer row groups than ranks is read one column at a time and each rank keeps a contiguous
   slice of rows.
 
