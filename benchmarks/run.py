@@ -17,8 +17,8 @@ Contenders, each a separate process (or horovodrun/torchrun job) started from sc
 
 Tasks (benchmarks/task.py): a 200,000-row make_classification table (64 features, 10 classes)
 with the small MLP (26k parameters) and with a 1.1M-parameter one ("wide"), the digits example,
-and "memory": hvd_trainer's peak RSS per rank on a 1M-row table at np=1 and np=2. Runs
-alternate: each repeat runs every contender once, in an order
+and "memory": hvd_trainer's peak RSS per rank on a 1M-row table at np=1 and np=2 (and on 2,000
+rows: the footprint). Runs alternate: each repeat runs every contender once, in an order
 rotated by one each repeat, so that noise from a shared machine hits all of them alike; min and
 median are reported. Each run reports wall time of the whole process, launch to first training
 step, training time (the loop without evaluation and checkpoints), samples/s, test accuracy
@@ -76,8 +76,8 @@ class Contender:
 
 _SCALING = SCALING_TASKS
 CONTENDERS = [
-    Contender("hvd_trainer_np1", "hvd_trainer", "hvd_trainer CLI, np=1", 1, tasks=ALL_TASKS),
-    Contender("hvd_trainer_np2", "hvd_trainer", "hvd_trainer CLI, np=2", 2, tasks=ALL_TASKS),
+    Contender("hvd_trainer_np1", "hvd_trainer", "hvd_trainer CLI, np=1", 1, tasks=ALL_TASKS + ("memory_footprint",)),
+    Contender("hvd_trainer_np2", "hvd_trainer", "hvd_trainer CLI, np=2", 2, tasks=ALL_TASKS + ("memory_footprint",)),
     Contender("hvd_trainer_np2_mpi", "hvd_trainer", "hvd_trainer CLI, np=2, MPI", 2, tasks=_SCALING, controller="mpi"),
     Contender("horovod_loop_np1", "horovod_loop", "bare Horovod loop, np=1", 1),
     Contender("horovod_loop_np2", "horovod_loop", "bare Horovod loop, np=2, Gloo, defaults", 2),
@@ -360,6 +360,8 @@ def main() -> None:
         tasks.append(bench.prepare_digits(DATA_DIR, digits_epochs))
     if "memory" in a.tasks:
         tasks.append(bench.prepare_table(DATA_DIR, a.memory_rows, 1, bench.MEMORY, bench.MEMORY_ROW_GROUPS))
+        tasks.append(bench.prepare_table(DATA_DIR, bench.FOOTPRINT_ROWS, 1, bench.MEMORY_FOOTPRINT,
+                                         bench.FOOTPRINT_ROW_GROUPS))
     env = base_env()
     if a.threads:
         env["OMP_NUM_THREADS"] = str(a.threads)
@@ -367,13 +369,13 @@ def main() -> None:
     # A quick run keeps every contender on the (tiny) table, and on digits only what the launch
     # target needs: hvd_trainer itself. The memory task is hvd_trainer's own (np=1 and np=2, Gloo).
     per_task = {t["name"]: [c for c in contenders if t["name"] in c.tasks
-                            and not (t["name"] == "memory" and c.controller != "gloo")
+                            and not (t["name"].startswith("memory") and c.controller != "gloo")
                             and not (quick and t["name"] == "digits" and c.family != "hvd_trainer")]
                 for t in tasks}
     runs: List[Dict[str, Any]] = []
     for rep in range(repeats):
         for task in tasks:
-            if task["name"] == "memory" and rep > 0:
+            if task["name"].startswith("memory") and rep > 0:
                 continue  # peak RSS does not vary from run to run as times do: one run each is enough
             mine = per_task[task["name"]]
             order = mine[rep % len(mine):] + mine[:rep % len(mine)] if mine else []

@@ -7,6 +7,7 @@ that says how to train on them (several tasks may share DIR's files):
           80/10/10; MLP 64-128-128-10 (ReLU), Adam 0.001, batch 128, 10 epochs.
 - wide:   the same files, MLP 64-1024-1024-10 (1.1M parameters), 2 epochs.
 - memory: the same table with 1,000,000 rows in files of 16 row groups; 50 training steps.
+- memory_footprint: the same on 2,000 rows: the memory a rank needs before any rows.
 - digits: the digits example (hvd_trainer.examples), 1,797 rows, split 70/10/20; the example's
           model (64-256-256-10, ReLU, dropout 0.1), Adam 0.002, batch 64, 40 epochs.
 
@@ -43,6 +44,10 @@ WIDE = dict(TABLE, name="wide", hidden=1024, epochs=2)
 #: np=2 reads only its own): a few training steps, since only the memory is measured.
 MEMORY = dict(TABLE, name="memory", epochs=1, train_steps=50)
 MEMORY_ROWS, MEMORY_ROW_GROUPS = 1_000_000, 16
+#: The same CLI and config on 2,000 rows (0.5 MB): the memory a rank needs before any rows (torch,
+#: pyarrow, Horovod, the optimizer, an evaluation), against which the memory task's net figures are taken.
+MEMORY_FOOTPRINT = dict(MEMORY, name="memory_footprint")
+FOOTPRINT_ROWS, FOOTPRINT_ROW_GROUPS = 2_000, 2
 DIGITS = dict(name="digits", n_features=64, n_classes=10, hidden=256, num_layers=2, dropout=0.1,
               batch_size=64, learning_rate=0.002, epochs=40, split=(0.7, 0.1, 0.2))
 SEED = 0

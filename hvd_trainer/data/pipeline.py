@@ -23,12 +23,13 @@ import numpy as np
 from hvd_trainer.data.balance import balance_training_set
 from hvd_trainer.data.column_split import datetime_keys, datetime_split, stratified_split, stratify_keys
 from hvd_trainer.data.dataset import Dataset
+from hvd_trainer.data.dense_block import DenseBlockBuilder
 from hvd_trainer.data.preprocessing import cast_column, compute_metadata, drop_row_mask, transform_column
 from hvd_trainer.data.readers import read_table, release_freed_memory
 from hvd_trainer.data.split import SPLIT_NAMES, TEST, TRAINING, VALIDATION, fixed_split, random_split, sample_mask
 from hvd_trainer.distributed.base import DistributedStrategy, LocalStrategy
 from hvd_trainer.errors import ConfigError, DataError
-from hvd_trainer.features import check_metadata_matches
+from hvd_trainer.features import check_metadata_matches, feature_type
 from hvd_trainer.features.config import FeatureConfig
 from hvd_trainer.features.reducer import Reducer
 from hvd_trainer.model_config import ModelConfig, SplitConfig
@@ -209,7 +210,7 @@ def load_training_data(
         metadata = compute_metadata(model_config, parts[TRAINING].columns, Reducer(dist, sharded))
     else:
         check_metadata_matches(model_config.features, metadata)
-    datasets = _transform_parts(dist, parts, counts, metadata, sharded)
+    datasets = _transform_parts(dist, parts, counts, metadata, sharded, dense_inputs(model_config))
     if pre.oversample_minority or pre.undersample_majority:
         datasets[TRAINING] = balance_training_set(
             datasets[TRAINING], model_config.output_features[0].name, pre.oversample_minority,
@@ -248,10 +249,10 @@ def _global_counts(dist: DistributedStrategy, parts: Mapping[int, _Part], sharde
 
 
 def _transform_parts(dist: DistributedStrategy, parts: Mapping[int, _Part], counts: Mapping[int, int],
-                     metadata: Mapping[str, Any], sharded: bool) -> Dict[int, Dataset]:
+                     metadata: Mapping[str, Any], sharded: bool, dense: Sequence[str]) -> Dict[int, Dataset]:
     def transform():
         unknown: Dict[str, int] = {}
-        out = {s: _to_columns(p, metadata, unknown) for s, p in parts.items() if counts[s] > 0}
+        out = {s: _to_columns(p, metadata, unknown, dense) for s, p in parts.items() if counts[s] > 0}
         return out, unknown
 
     (columns, _), unknowns = run_on_every_rank(dist, "data.transform", transform, share=lambda r: r[1])
@@ -259,15 +260,36 @@ def _transform_parts(dist: DistributedStrategy, parts: Mapping[int, _Part], coun
     return {s: Dataset(cols, sharded=sharded, name=f"{SPLIT_NAMES[s]} set") for s, cols in columns.items()}
 
 
-def _to_columns(part: _Part, metadata: Mapping[str, Any], unknown: Dict[str, int]) -> Dict[str, np.ndarray]:
-    # Each cast column is dropped once transformed (the part is not used again), so that a split
-    # is never held both cast and transformed.
+def _to_columns(part: _Part, metadata: Mapping[str, Any], unknown: Dict[str, int],
+                dense: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """Transformed columns of a part; the inputs in `dense` (number, binary) as the columns of one block.
+
+    Each cast column is dropped once transformed (the part is not used again), so that a split
+    is never held both cast and transformed; the dense inputs go straight into their block,
+    never held both as columns and as the block the model takes them in (dense_block.py).
+    """
+    names = list(part.columns)
+    in_block = [n for n in dense if n in part.columns]
+    block = DenseBlockBuilder(in_block, len(part)) if in_block else None
     cols = {}
-    for name in list(part.columns):
-        cols[name] = transform_column(part.columns.pop(name), metadata[name], name, part.row_ids, part.path, unknown)
+    for name in names:
+        values = transform_column(part.columns.pop(name), metadata[name], name, part.row_ids, part.path, unknown)
+        if block is not None and name in block.names and block.accepts(values):
+            block.put(name, values)
+        else:
+            cols[name] = values
+        del values
         release_freed_memory()
+    if block is not None:
+        cols.update(block.build())
+    cols = {name: cols[name] for name in names}  # the file's column order, whichever went into the block
     cols[ROW_ID] = part.row_ids
     return cols
+
+
+def dense_inputs(model_config: ModelConfig) -> List[str]:
+    """The input features the model takes as one [rows, k] block, in its order (number and binary)."""
+    return [f.name for f in model_config.input_features if feature_type(f.type).dense_input]
 
 
 def _log_unknown(per_rank: List[Dict[str, int]]) -> None:
@@ -315,7 +337,7 @@ def load_inference_data(
 
     def transform():
         unknown: Dict[str, int] = {}
-        return _to_columns(part, metadata, unknown), unknown
+        return _to_columns(part, metadata, unknown, dense_inputs(model_config)), unknown
 
     (columns, _), unknowns = run_on_every_rank(dist, "data.transform_inference", transform, share=lambda r: r[1])
     _log_unknown(unknowns if sharded else unknowns[:1])

@@ -6,7 +6,8 @@ number of ranks grows:
 - CSV: the bytes after the header are cut into `size` equal ranges; a line belongs to the rank
   whose range holds its first byte (each cut is moved forward to the next line start). A quoted
   value that spans several lines is therefore not supported in sharded reads.
-- Parquet: row groups are dealt round-robin, and each rank reads only its own; a file with
+- Parquet: row groups are dealt round-robin, and each rank reads only its own, one at a time
+  (integer and float columns straight into buffers of their final size); a file with
   fewer row groups than ranks is read one column at a time and each rank keeps a contiguous
   slice of rows.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -177,9 +178,13 @@ def _read_csv(path: str, required: Mapping[str, str], rank: int, size: int, role
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         where = "" if size == 1 else f" (in bytes {start}-{end}, the part read by rank {rank} of {size})"
         raise _parse_error(path, role, e, where) from None
-    cols = {c: _one_array(table.column(c)) for c in columns}
-    row_ids = np.arange(table.num_rows, dtype=np.int64) if size == 1 else None
-    return RawTable(path, cols, table.num_rows, row_ids)
+    n_rows = table.num_rows
+    del chunk  # the shard's text: parsed, no longer needed
+    tables = [table]
+    del table
+    cols = _table_columns(tables.pop, columns)
+    row_ids = np.arange(n_rows, dtype=np.int64) if size == 1 else None
+    return RawTable(path, cols, n_rows, row_ids)
 
 
 # ---- Parquet ----------------------------------------------------------------------------------
@@ -196,16 +201,14 @@ def _read_parquet(path: str, required: Mapping[str, str], rank: int, size: int, 
         group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
         starts = np.concatenate([[0], np.cumsum(group_rows)]).astype(np.int64)
         n_rows = int(starts[-1])
-        if size == 1:
-            table = pf.read(columns=columns)
-            row_ids = np.arange(n_rows, dtype=np.int64)
-        elif len(group_rows) >= size:
+        if size == 1 or len(group_rows) >= size:
             mine = list(range(rank, len(group_rows), size))
-            table = pf.read_row_groups(mine, columns=columns)
-            row_ids = np.concatenate([np.arange(starts[g], starts[g + 1], dtype=np.int64) for g in mine])
+            cols = _read_row_groups(pf, mine, columns, sum(group_rows[g] for g in mine))
+            row_ids = np.concatenate([np.arange(starts[g], starts[g + 1], dtype=np.int64) for g in mine] +
+                                     [np.arange(0, dtype=np.int64)])
         else:
             lo, hi = n_rows * rank // size, n_rows * (rank + 1) // size
-            table = _read_parquet_rows(pf, columns, lo, hi)
+            cols = _table_columns(lambda: _read_parquet_rows(pf, columns, lo, hi), columns)
             row_ids = np.arange(lo, hi, dtype=np.int64)
     except DataError:
         raise
@@ -214,8 +217,87 @@ def _read_parquet(path: str, required: Mapping[str, str], rank: int, size: int, 
             f"The {role} file {path} could not be read as Parquet: {str(e).rstrip('.')}. Check that the file is complete (not "
             "truncated by a copy) and was written as Parquet; rewrite it, or use CSV."
         ) from None
-    cols = {c: _one_array(table.column(c)) for c in columns}
-    return RawTable(path, cols, table.num_rows, row_ids)
+    return RawTable(path, cols, len(row_ids), row_ids)
+
+
+def _read_row_groups(pf, groups: List[int], columns: List[str], rows: int) -> Dict[str, pa.Array]:
+    """The columns of row groups `groups`, read one row group at a time.
+
+    Arrow builds a column read from many row groups at once in growing buffers: a 208 MB table
+    took 330 MB, the rest kept by Arrow's allocator. Here each row group's integer and float
+    columns are copied into buffers of their final size as it is read, so that beyond the columns
+    only one row group is held; other columns (strings, booleans, ...) are joined at the end.
+    """
+    schema = pf.schema_arrow
+    fixed = {c: _FixedWidthColumn(schema.field(c).type, rows) for c in columns if _is_fixed_width(schema.field(c).type)}
+    chunks: Dict[str, List[pa.Array]] = {c: [] for c in columns if c not in fixed}
+    position = 0
+    for g in groups:
+        table = pf.read_row_group(g, columns=columns)
+        for c in columns:
+            at = position  # a row group's column may come in several chunks
+            for chunk in table.column(c).chunks:
+                if c in fixed:
+                    fixed[c].put(chunk, at)
+                else:
+                    chunks[c].append(chunk)
+                at += len(chunk)
+        position += table.num_rows
+        del table
+    return {c: fixed[c].array() if c in fixed else _joined(chunks.pop(c), schema.field(c).type) for c in columns}
+
+
+def _is_fixed_width(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _joined(chunks: List[pa.Array], t: pa.DataType) -> pa.Array:
+    if not chunks:
+        return pa.array([], type=t)
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+
+
+class _FixedWidthColumn:
+    """An integer or float column filled chunk by chunk into one numpy buffer (and a validity mask
+    once a chunk has nulls); `array()` wraps them as an Arrow array without a copy."""
+
+    def __init__(self, t: pa.DataType, rows: int):
+        self.type, self.rows = t, rows
+        self.values = np.empty(rows, dtype=t.to_pandas_dtype())
+        self.valid: Optional[np.ndarray] = None
+        self.filled = 0
+
+    def put(self, chunk: pa.Array, position: int) -> None:
+        n = len(chunk)
+        raw = np.frombuffer(chunk.buffers()[1], dtype=self.values.dtype, count=chunk.offset + n)
+        self.values[position:position + n] = raw[chunk.offset:]
+        if chunk.null_count:
+            if self.valid is None:
+                self.valid = np.ones(self.rows, dtype=bool)
+            self.valid[position:position + n] = chunk.is_valid().to_numpy(zero_copy_only=False)
+        self.filled = position + n
+
+    def array(self) -> pa.Array:
+        assert self.filled == self.rows, (self.filled, self.rows)
+        nulls = 0 if self.valid is None else int(self.rows - np.count_nonzero(self.valid))
+        bitmap = pa.py_buffer(np.packbits(self.valid, bitorder="little")) if nulls else None
+        return pa.Array.from_buffers(self.type, self.rows, [bitmap, pa.py_buffer(self.values)], null_count=nulls)
+
+
+def _table_columns(read: Callable[[], pa.Table], columns: List[str]) -> Dict[str, pa.Array]:
+    """Each column of the table `read` returns as one array.
+
+    A table read from several row groups (or CSV blocks) holds each column in chunks, and one
+    array per column is a copy of them. Each column leaves the table as soon as it is copied
+    (this function holds the only reference to the table), so that the file is never held
+    twice: beyond the columns, at most one column's chunks.
+    """
+    table = read()
+    cols = {}
+    for c in columns:
+        cols[c] = _one_array(table.column(c))
+        table = table.drop_columns([c])
+    return cols
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:

@@ -54,6 +54,9 @@ class FeatureType(abc.ABC):
     ludwig_only_values: Mapping[str, Tuple[Tuple[Any, ...], Tuple[str, ...]]] = {}
     #: Preprocessing settings that saved metadata must share with the config (the transform reads them).
     metadata_checked_keys: Tuple[str, ...] = ()
+    #: An input of this type is one float32 value per row and its own encoding (a ScalarInput):
+    #: the model takes all such inputs as one [rows, k] block, which the data pipeline builds.
+    dense_input: bool = False
 
     # ---- data ------------------------------------------------------------------------------
     @abc.abstractmethod

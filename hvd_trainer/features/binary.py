@@ -255,6 +255,7 @@ class BinaryType(FeatureType):
     default_decoder = "regressor"
     ludwig_noop_keys = {"preprocessing": {"computed_fill_value": ANY}, "encoder": {"skip": (False,)}}
     ludwig_only_values = {"encoder.type": (("dense",), ("passthrough",))}
+    dense_input = True
 
     def cast(self, array, feature, row_ids, path):
         return cast_binary(array, feature, path)

@@ -248,6 +248,7 @@ class NumberType(FeatureType):
         "encoder.type": (("dense",), ("passthrough",)),
     }
     metadata_checked_keys = ("normalization",)
+    dense_input = True
 
     def cast(self, array, feature, row_ids, path):
         return cast_number(array, feature, row_ids, path)
