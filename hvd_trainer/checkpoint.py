@@ -160,14 +160,25 @@ class Checkpoint:
         self.extra = extra  # objects with state_dict()/load_state_dict(), e.g. a GradScaler
 
     def state_dict(self, **meta) -> Dict[str, Any]:
-        state = {"format_version": FORMAT_VERSION, "model": self.model.state_dict(), "meta": meta}
+        states = {"model": self.model.state_dict()}
         if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
+            states["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
+            states["scheduler"] = self.scheduler.state_dict()
         for name, obj in self.extra.items():
             if obj is not None:
-                state[name] = obj.state_dict()
+                states[name] = obj.state_dict()
+        return self.state_of(states, **meta)
+
+    def state_of(self, states: Dict[str, Any], **meta) -> Dict[str, Any]:
+        """The file's content from states taken earlier ({"model": ..., "optimizer": ..., "scheduler": ..., and
+        the extra objects' names}, as state_dict() reads them from the live objects): an elastic commit held in
+        memory is saved in the same format (commit_checkpoint.py). Objects this handle does not hold are left out."""
+        held = {"model", "optimizer" if self.optimizer is not None else "model",
+                "scheduler" if self.scheduler is not None else "model"}
+        held |= {name for name, obj in self.extra.items() if obj is not None}
+        state = {"format_version": FORMAT_VERSION, "meta": meta}
+        state.update((name, value) for name, value in states.items() if name in held and value is not None)
         return state
 
     def extra_state_dicts(self) -> Dict[str, Any]:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Dict
+import threading
+from typing import Any, Dict, Optional
 
 from hvd_trainer.checkpoint import rng_state, set_rng_state
+from hvd_trainer.commit_checkpoint import save_commit
 from hvd_trainer.data.dataset import consumed_samples
-from hvd_trainer.errors import ConfigError
+from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.run_layout import RunLayout
 from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession, progress_bar
@@ -38,6 +40,10 @@ class ElasticTraining:
         self.trainer, self.session = trainer, session
         self.elastic = trainer.distributed.is_elastic()
         self.commit_steps = trainer.distributed.elastic_commit_steps
+        #: The step of the commit this process last saved to disk (save_commit), and why the last try failed.
+        self._saved_step: Optional[int] = None
+        self._save_error: Optional[str] = None
+        self._saving = threading.Lock()  # restore (main thread) and the watchdog (its own) may both save
         if self.elastic and session.training_set.sharded:
             raise ConfigError(
                 "Elastic training needs every rank to hold the whole training set (a new world re-deals it), but "
@@ -154,6 +160,48 @@ class ElasticTraining:
             t.scaler.load_state_dict(shared["scaler"])
         self.session.progress_tracker = copy.deepcopy(shared["progress"])
         t.control.optimizer_steps = shared["optimizer_steps"]
+
+
+    # ---- the world lost (distributed/elastic.py: at a restore, and from the rendezvous watchdog) ---------------
+    def save_commit(self, snapshot: Dict[str, Any]) -> None:
+        """The commit as the run's latest checkpoint (commit_checkpoint.py), by this process alone; a failure is
+        logged, not raised (the job carries on, or the watchdog's message says so)."""
+        s, pt = self.session, snapshot["progress"]
+        with self._saving:
+            if (s.checkpointer.skip_save_progress or self._saved_step == pt.steps
+                    or self.trainer.distributed.elastic_joined() is not None):  # joined, not yet synced: no commit
+                return
+            try:
+                written = save_commit(s.checkpointer.manager, s.checkpointer.progress_path, snapshot, pt)
+            except CheckpointError as e:
+                self._save_error = str(e)
+                logger.error("Elastic: the last commit (step %d) could not be saved: %s", pt.steps, e)
+                return
+            self._saved_step, self._save_error = pt.steps, None
+            s.checkpointer.has_latest = True
+        logger.info("Elastic: a process was lost; the last commit (step %d, epoch %d) %s %s, in case the job ends.",
+                    pt.steps, pt.epoch, "is saved in" if written else "was already saved in",
+                    s.checkpointer.manager.latest_path)
+
+    def world_lost(self, waited_s: float, timeout_s: float, snapshot: Dict[str, Any]) -> None:
+        """The rendezvous watchdog fired: horovodrun is about to end the job. The last commit saved (if not yet),
+        then one paragraph on stderr (every survivor: the old rank 0 may be gone) with what to do."""
+        self.save_commit(snapshot)
+        s, pt = self.session, snapshot["progress"]
+        root = (getattr(self.trainer, "elastic_join_info", None) or {}).get("run_root") \
+            or RunLayout.of_model_dir(s.save_path).root
+        if self._saved_step == pt.steps:
+            saved = f"The last commit (step {pt.steps}, epoch {pt.epoch}) is saved in {s.checkpointer.manager.latest_path}."
+        else:
+            reason = f" ({self._save_error})" if self._save_error else ""
+            saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) could not be saved{reason}."
+                     f"{s.checkpointer.last_good_hint()}")
+        logger.error(
+            "Elastic: fewer than --min-np processes have been available for %.0f s, and horovodrun ends the job when "
+            "HOROVOD_ELASTIC_TIMEOUT (%.0f s) passes without them: this job is ending (unless enough hosts come back "
+            "within seconds). %s Continue the run from there with --resume, under a fixed launcher, e.g. 'horovodrun "
+            "-np 2 -H host1:1,host2:1 python -m hvd_trainer train --resume %s' (with the same --dataset), or under "
+            "the same elastic horovodrun command with --resume %s added.", waited_s, timeout_s, saved, root, root)
 
 
 def speak_as_coordinator() -> None:
