@@ -14,6 +14,8 @@ for the copy; the fsync, whose cost grows with the disk's unwritten data, happen
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -22,7 +24,7 @@ import random
 import socket
 import threading
 import zipfile
-from typing import Any, Callable, Deque, Dict, Optional, Set
+from typing import Any, Callable, Deque, Dict, Iterator, Optional, Set
 
 import numpy as np
 import torch
@@ -79,6 +81,24 @@ def write_state(path: str, state: Dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str) -> Iterator[None]:
+    """An exclusive lock on `directory` itself, held while latest.ckpt is checked and replaced: rank 0's saves
+    and the commits that surviving processes of an elastic job save by themselves (commit_checkpoint.py)
+    replace it one at a time, so one's check for a newer file is not overtaken by another's write.
+    Best effort: where the file system refuses locks on a directory (NFS may), the write goes on unlocked."""
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock (so does the process's death)
 
 
 def fsync_dir(directory: str) -> None:
@@ -373,8 +393,11 @@ class CheckpointManager:
         def write() -> None:
             try:
                 if rotate:
-                    self._rotate_previous()
-                write_state(path, state)
+                    with directory_lock(self.directory):
+                        self._rotate_previous()
+                        write_state(path, state)
+                else:
+                    write_state(path, state)
             except OSError as e:
                 raise write_error(path, e) from e
 

@@ -12,31 +12,38 @@ Several survivors may share one disk: each writes a temporary file of its own (h
 name) and renames it over the old file, so a reader sees one complete file at every instant, and since
 they all hold the same commit, whichever rename comes last leaves the same content. On a private disk
 per host each host gets its own copy. A checkpoint on disk from the same step or a later one is kept:
-a commit never replaces a newer checkpoint. The RNG states are left out (a process knows only its
+a commit never replaces a newer checkpoint (the check and the rename are done under a lock on the directory
+that rank 0's saves take too). The RNG states are left out (a process knows only its
 own): the resumed run does not restore them, as a run resumed at another world size does not.
 """
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from hvd_trainer.checkpoint import CheckpointManager, atomic_write_text, write_error, write_state
+from hvd_trainer.checkpoint import CheckpointManager, atomic_write_text, directory_lock, write_error, write_state
 from hvd_trainer.progress import ProgressTracker
 
 
-def checkpoint_step(path: str) -> Optional[int]:
-    """The training step the checkpoint at `path` was saved at; None when there is none or it cannot be read
-    (a broken latest.ckpt may be replaced by a commit). Memory-mapped: the weights are not read."""
+def checkpoint_position(path: str) -> Optional[Tuple[int, int]]:
+    """(step, epoch) of the checkpoint at `path`; None when there is none or it cannot be read (a broken
+    latest.ckpt may be replaced by a commit). Memory-mapped: the weights are not read."""
     if not os.path.exists(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["meta"]["progress"]["steps"])
+        progress = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["meta"]["progress"]
+        return int(progress["steps"]), int(progress["epoch"])
     except Exception:  # noqa: BLE001 - any unreadable file counts as none (torch raises many types here)
         return None
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The training step of the checkpoint at `path` (see checkpoint_position)."""
+    position = checkpoint_position(path)
+    return position[0] if position else None
 
 
 def save_commit(manager: CheckpointManager, progress_path: str, states: Dict[str, Any],
@@ -45,14 +52,15 @@ def save_commit(manager: CheckpointManager, progress_path: str, states: Dict[str
     latest.ckpt and training_progress.json, unless the checkpoint on disk is from the same step or later.
     True when written; a failed write raises CheckpointError (the files before it are intact)."""
     manager.wait()  # a checkpoint this process queued earlier goes first
-    on_disk = checkpoint_step(manager.latest_path)
-    if on_disk is not None and on_disk >= progress.steps:
-        return False
     state = manager.checkpoint.state_of(states, progress=progress.to_dict(), rng_states=None)
     try:
-        keep_as_previous(manager.latest_path, manager.previous_path)
-        write_state(manager.latest_path, state)
-        atomic_write_text(progress_path, progress.to_json())
+        with directory_lock(manager.directory):  # no other writer between the check and the rename
+            on_disk = checkpoint_step(manager.latest_path)
+            if on_disk is not None and on_disk >= progress.steps:
+                return False
+            keep_as_previous(manager.latest_path, manager.previous_path)
+            write_state(manager.latest_path, state)
+            atomic_write_text(progress_path, progress.to_json())
     except OSError as e:
         raise write_error(manager.latest_path, e) from e
     return True

@@ -22,7 +22,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from hvd_trainer.checkpoint import rng_state, set_rng_state
-from hvd_trainer.commit_checkpoint import save_commit
+from hvd_trainer.commit_checkpoint import checkpoint_position, save_commit
 from hvd_trainer.data.dataset import consumed_samples
 from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.run_layout import RunLayout
@@ -190,8 +190,11 @@ class ElasticTraining:
         s, pt = self.session, snapshot["progress"]
         root = (getattr(self.trainer, "elastic_join_info", None) or {}).get("run_root") \
             or RunLayout.of_model_dir(s.save_path).root
-        if self._saved_step == pt.steps:
-            saved = f"The last commit (step {pt.steps}, epoch {pt.epoch}) is saved in {s.checkpointer.manager.latest_path}."
+        latest = s.checkpointer.manager.latest_path
+        on_disk = checkpoint_position(latest)  # the commit, or a checkpoint rank 0 finished after it
+        if self._saved_step == pt.steps and on_disk is not None:
+            saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) is saved: --resume continues from step "
+                     f"{on_disk[0]} (epoch {on_disk[1]}) in {latest}.")
         else:
             reason = f" ({self._save_error})" if self._save_error else ""
             saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) could not be saved{reason}."
