@@ -240,7 +240,9 @@ def test_losing_the_host_of_rank_0_leaves_a_complete_run(cluster, digits, tmp_pa
 
 
 def wait_for_step(job: ElasticJob, step: int, timeout: float = 180) -> None:
-    """Until rank 0's progress bar ("Training:  57%|...| 16/28 [") has passed `step`."""
+    """Until rank 0's progress bar ("Training:  57%|...| 16/28 [") has passed `step`. The bar redraws its line
+    with carriage returns, and horovodrun passes output on by the line: its count reaches the log with the
+    next full line, at the latest the next evaluation's."""
     deadline = time.monotonic() + timeout
     while max(map(int, re.findall(r"\| (\d+)/\d+ \[", job.output())), default=0) < step:
         if job.proc.poll() is not None or time.monotonic() > deadline:
