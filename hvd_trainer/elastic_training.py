@@ -196,7 +196,8 @@ class ElasticTraining:
             saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) is saved: --resume continues from step "
                      f"{on_disk[0]} (epoch {on_disk[1]}) in {latest}.")
         else:
-            reason = f" ({self._save_error})" if self._save_error else ""
+            reason = (f" ({self._save_error})" if self._save_error
+                      else " (skip_save_progress is set)" if s.checkpointer.skip_save_progress else "")
             saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) could not be saved{reason}."
                      f"{s.checkpointer.last_good_hint()}")
         logger.error(

@@ -122,7 +122,10 @@ def make_state(hvd, participant: ElasticParticipant, on_synced: Callable[[], Non
 
         def restore(self) -> None:
             participant.apply(self._saved)
-            participant.save_commit(self._saved)
+            try:
+                participant.save_commit(self._saved)
+            except Exception:  # noqa: BLE001 - saving is a precaution: the job may still carry on without it
+                logger.exception("Elastic: saving the last commit failed")
 
         @property
         def last_commit(self) -> Dict[str, Any]:
