@@ -14,8 +14,9 @@ hvd_trainer/elastic_training.py), this module only wires it to Horovod:
 
 Between a reset and the new world, every process waits inside hvd.init() for the new rendezvous.
 Should fewer than --min-np processes be available for HOROVOD_ELASTIC_TIMEOUT, horovodrun's driver
-ends the job: it kills its processes (SIGTERM, then SIGKILL 5 s later, Python handlers cannot run
-inside hvd.init()), and all it prints is its own TimeoutException. A watchdog started with the wait
+ends the job: it terminates the processes it started (SIGTERM, then SIGKILL 5 s later; a Python
+signal handler would run only once hvd.init() returned), and all it prints is its own
+TimeoutException (with a literal '{activity}' in it, a Horovod bug). A watchdog started with the wait
 (`RendezvousWatchdog`) fires a little before that timeout and lets the participant say, while it
 still can, what happened, where the last commit is saved and how to resume.
 
