@@ -17,6 +17,7 @@ A static strategy calls `enter` once and never commits; `commit_due` then costs 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from typing import Any, Dict, Optional
@@ -86,7 +87,9 @@ class ElasticTraining:
         s.batcher = s.training_set.initialize_batcher(pt.batch_size, t.config.should_shuffle, t.random_seed,
                                                       t.distributed, training=True)
         s.batcher.set_epoch(pt.epoch, pt.batch_size, pt.epoch_offset)
-        s.schedule = Schedule.of(t.config, s.batcher.steps_per_epoch, pt, s.batcher.batches_from(pt.epoch_offset))
+        phase = s.schedule.evaluation_phase  # a resumed run's evaluations stay where they were (resume.py)
+        s.schedule = dataclasses.replace(Schedule.of(t.config, s.batcher.steps_per_epoch, pt,
+                                                     s.batcher.batches_from(pt.epoch_offset)), evaluation_phase=phase)
         t.scheduler.reset(s.schedule.steps_per_evaluation, s.schedule.total_steps)
         s.next_evaluation = self._next_evaluation(old_size != size)
         if t.is_coordinator():

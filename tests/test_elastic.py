@@ -297,3 +297,22 @@ def test_the_watchdog_speaks_a_margin_before_horovodrun_s_timeout_and_not_once_c
     cancelled.cancel()
     cancelled._timer.join(60)
     assert len(calls) == 1
+
+
+def test_a_run_resumed_at_another_world_size_mid_epoch_still_evaluates_at_each_epoch_s_end():
+    """The last commit at step 58 of 27-step epochs (3 ranks: epoch 2, 4 batches in), resumed on 2 ranks (40-step
+    epochs): 6 batches of epoch 2 are behind, so it ends at step 58 + 34 = 92, the next one at 132."""
+    from hvd_trainer.resume import remap
+
+    config = TrainerConfig.from_dict({"epochs": 4, "batch_size": 16})
+    pt = remap(ProgressTracker(epoch=2, steps=58, epoch_step=4, batch_size=16, world_size=3), 3, 2, 40)
+    assert pt.epoch_step == 6
+    schedule = Schedule.of(config, 40, pt)
+    assert schedule.total_steps == 132 and schedule.next_evaluation_after(58) == 80  # multiples of 40: mid-epoch
+    aligned = schedule.aligned_to_epoch_end(pt, 1)
+    assert aligned.next_evaluation_after(58) == 92 and aligned.next_evaluation_after(92) == 132
+    # Two evaluations per epoch: on the epoch's middle and end.
+    halves = Schedule.of(TrainerConfig.from_dict({"epochs": 4, "batch_size": 16, "checkpoints_per_epoch": 2}), 40, pt)
+    assert halves.aligned_to_epoch_end(pt, 1).next_evaluation_after(58) == 72
+    # A run that was not resized keeps the multiples.
+    assert Schedule.of(config, 40, ProgressTracker(epoch=2, steps=86, epoch_step=6)).next_evaluation_after(86) == 120
