@@ -194,9 +194,8 @@ class Checkpoint:
         """The file's content from states taken earlier ({"model": ..., "optimizer": ..., "scheduler": ..., and
         the extra objects' names}, as state_dict() reads them from the live objects): an elastic commit held in
         memory is saved in the same format (commit_checkpoint.py). Objects this handle does not hold are left out."""
-        held = {"model", "optimizer" if self.optimizer is not None else "model",
-                "scheduler" if self.scheduler is not None else "model"}
-        held |= {name for name, obj in self.extra.items() if obj is not None}
+        objects = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, **self.extra}
+        held = {name for name, obj in objects.items() if obj is not None}
         state = {"format_version": FORMAT_VERSION, "meta": meta}
         state.update((name, value) for name, value in states.items() if name in held and value is not None)
         return state
