@@ -253,10 +253,10 @@ def wait_for_step(job: ElasticJob, step: int, timeout: float = 180) -> None:
 
 def test_below_min_np_past_the_timeout_ends_with_a_clear_error_and_resume_finishes(cluster, digits, tmp_path):
     output = str(tmp_path / "out")
-    # Batches of 16: about 27 steps per epoch (an evaluation at each epoch's end), long enough for the kill to
-    # come mid-epoch; commits every 2 steps in between.
+    # Batches of 8: 53 steps per epoch (an evaluation at each epoch's end), so that the kill, which comes some
+    # seconds after the second evaluation, lands in mid-epoch as a rule; commits every 2 steps in between.
     job = ElasticJob(cluster, tmp_path, ["h1", "h2", "h3"],
-                     train_command(digits, output, "starved", "trainer.batch_size=16",
+                     train_command(digits, output, "starved", "trainer.batch_size=8",
                                    "distributed.elastic_commit_steps=2"),
                      np=3, min_np=3, max_np=3, env={"HOROVOD_ELASTIC_TIMEOUT": "10"})
     wait_for_evaluations(job, 1)
@@ -279,6 +279,8 @@ def test_below_min_np_past_the_timeout_ends_with_a_clear_error_and_resume_finish
     assert (ours.group(4), ours.group(5)) == (latest, run_dir)
     # The commit, or a checkpoint rank 0 completed after it (the kill may come during an evaluation's save).
     assert saved_step >= commit_step > evaluated, "the last commit, not the last evaluation"
+    completed = [int(m) for m in re.findall(r"step (\d+)/\d+ epoch \d+ \|", out)]
+    print(f"evaluations {completed}; last commit at step {commit_step}; --resume from step {saved_step}")
     assert out.index(ours.group(0)) < out.index("enough resources to run at least 3 Horovod processes"), out[-5000:]
     resumed = subprocess.run(cluster.on("h1", HOROVODRUN, "-np", "2", "-H", "h1:1,h2:1", "--gloo", "--disable-cache",
                                         PYTHON, "-m", "hvd_trainer", "train", "--resume", run_dir, "--dataset", digits),
