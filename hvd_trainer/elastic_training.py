@@ -164,7 +164,6 @@ class ElasticTraining:
         self.session.progress_tracker = copy.deepcopy(shared["progress"])
         t.control.optimizer_steps = shared["optimizer_steps"]
 
-
     # ---- the world lost (distributed/elastic.py: at a restore, and from the rendezvous watchdog) ---------------
     def save_commit(self, snapshot: Dict[str, Any]) -> None:
         """The commit as the run's latest checkpoint (commit_checkpoint.py), by this process alone; a failure is
@@ -183,7 +182,7 @@ class ElasticTraining:
             self._saved_step, self._save_error = pt.steps, None
             s.checkpointer.has_latest = True
         logger.info("Elastic: a process was lost; the last commit (step %d, epoch %d) %s %s, in case the job ends.",
-                    pt.steps, pt.epoch, "is saved in" if written else "was already saved in",
+                    pt.steps, pt.epoch, "is saved in" if written else "or a later checkpoint is already in",
                     s.checkpointer.manager.latest_path)
 
     def world_lost(self, waited_s: float, timeout_s: float, snapshot: Dict[str, Any]) -> None:
