@@ -14,6 +14,8 @@ for the copy; the fsync, whose cost grows with the disk's unwritten data, happen
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -22,7 +24,7 @@ import random
 import socket
 import threading
 import zipfile
-from typing import Any, Callable, Deque, Dict, Optional, Set
+from typing import Any, Callable, Deque, Dict, Iterator, Optional, Set
 
 import numpy as np
 import torch
@@ -79,6 +81,24 @@ def write_state(path: str, state: Dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str) -> Iterator[None]:
+    """An exclusive lock on `directory` itself, held while latest.ckpt is checked and replaced: rank 0's saves
+    and the commits that surviving processes of an elastic job save by themselves (commit_checkpoint.py)
+    replace it one at a time, so one's check for a newer file is not overtaken by another's write.
+    Best effort: where the file system refuses locks on a directory (NFS may), the write goes on unlocked."""
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock (so does the process's death)
 
 
 def fsync_dir(directory: str) -> None:
@@ -160,14 +180,24 @@ class Checkpoint:
         self.extra = extra  # objects with state_dict()/load_state_dict(), e.g. a GradScaler
 
     def state_dict(self, **meta) -> Dict[str, Any]:
-        state = {"format_version": FORMAT_VERSION, "model": self.model.state_dict(), "meta": meta}
+        states = {"model": self.model.state_dict()}
         if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
+            states["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
+            states["scheduler"] = self.scheduler.state_dict()
         for name, obj in self.extra.items():
             if obj is not None:
-                state[name] = obj.state_dict()
+                states[name] = obj.state_dict()
+        return self.state_of(states, **meta)
+
+    def state_of(self, states: Dict[str, Any], **meta) -> Dict[str, Any]:
+        """The file's content from states taken earlier ({"model": ..., "optimizer": ..., "scheduler": ..., and
+        the extra objects' names}, as state_dict() reads them from the live objects): an elastic commit held in
+        memory is saved in the same format (commit_checkpoint.py). Objects this handle does not hold are left out."""
+        objects = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, **self.extra}
+        held = {name for name, obj in objects.items() if obj is not None}
+        state = {"format_version": FORMAT_VERSION, "meta": meta}
+        state.update((name, value) for name, value in states.items() if name in held and value is not None)
         return state
 
     def extra_state_dicts(self) -> Dict[str, Any]:
@@ -362,8 +392,11 @@ class CheckpointManager:
         def write() -> None:
             try:
                 if rotate:
-                    self._rotate_previous()
-                write_state(path, state)
+                    with directory_lock(self.directory):
+                        self._rotate_previous()
+                        write_state(path, state)
+                else:
+                    write_state(path, state)
             except OSError as e:
                 raise write_error(path, e) from e
 

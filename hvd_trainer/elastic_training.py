@@ -17,12 +17,15 @@ A static strategy calls `enter` once and never commits; `commit_due` then costs 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from typing import Any, Dict
+import threading
+from typing import Any, Dict, Optional
 
 from hvd_trainer.checkpoint import rng_state, set_rng_state
+from hvd_trainer.commit_checkpoint import checkpoint_position, save_commit
 from hvd_trainer.data.dataset import consumed_samples
-from hvd_trainer.errors import ConfigError
+from hvd_trainer.errors import CheckpointError, ConfigError
 from hvd_trainer.run_layout import RunLayout
 from hvd_trainer.schedule import Schedule
 from hvd_trainer.session import TrainingSession, progress_bar
@@ -38,6 +41,10 @@ class ElasticTraining:
         self.trainer, self.session = trainer, session
         self.elastic = trainer.distributed.is_elastic()
         self.commit_steps = trainer.distributed.elastic_commit_steps
+        #: The step of the commit this process last saved to disk (save_commit), and why the last try failed.
+        self._saved_step: Optional[int] = None
+        self._save_error: Optional[str] = None
+        self._saving = threading.Lock()  # restore (main thread) and the watchdog (its own) may both save
         if self.elastic and session.training_set.sharded:
             raise ConfigError(
                 "Elastic training needs every rank to hold the whole training set (a new world re-deals it), but "
@@ -80,7 +87,9 @@ class ElasticTraining:
         s.batcher = s.training_set.initialize_batcher(pt.batch_size, t.config.should_shuffle, t.random_seed,
                                                       t.distributed, training=True)
         s.batcher.set_epoch(pt.epoch, pt.batch_size, pt.epoch_offset)
-        s.schedule = Schedule.of(t.config, s.batcher.steps_per_epoch, pt, s.batcher.batches_from(pt.epoch_offset))
+        phase = s.schedule.evaluation_phase  # a resumed run's evaluations stay where they were (resume.py)
+        s.schedule = dataclasses.replace(Schedule.of(t.config, s.batcher.steps_per_epoch, pt,
+                                                     s.batcher.batches_from(pt.epoch_offset)), evaluation_phase=phase)
         t.scheduler.reset(s.schedule.steps_per_evaluation, s.schedule.total_steps)
         s.next_evaluation = self._next_evaluation(old_size != size)
         if t.is_coordinator():
@@ -154,6 +163,51 @@ class ElasticTraining:
             t.scaler.load_state_dict(shared["scaler"])
         self.session.progress_tracker = copy.deepcopy(shared["progress"])
         t.control.optimizer_steps = shared["optimizer_steps"]
+
+    # ---- the world lost (distributed/elastic.py: at a restore, and from the rendezvous watchdog) ---------------
+    def save_commit(self, snapshot: Dict[str, Any]) -> None:
+        """The commit as the run's latest checkpoint (commit_checkpoint.py), by this process alone; a failure is
+        logged, not raised (the job carries on, or the watchdog's message says so)."""
+        s, pt = self.session, snapshot["progress"]
+        with self._saving:
+            if (s.checkpointer.skip_save_progress or self._saved_step == pt.steps
+                    or self.trainer.distributed.elastic_joined() is not None):  # joined, not yet synced: no commit
+                return
+            try:
+                written = save_commit(s.checkpointer.manager, s.checkpointer.progress_path, snapshot, pt)
+            except CheckpointError as e:
+                self._save_error = str(e)
+                logger.error("Elastic: the last commit (step %d) could not be saved: %s", pt.steps, e)
+                return
+            self._saved_step, self._save_error = pt.steps, None
+            s.checkpointer.has_latest = True
+        logger.info("Elastic: a process was lost; the last commit (step %d, epoch %d) %s %s, in case the job ends.",
+                    pt.steps, pt.epoch, "is saved in" if written else "or a later checkpoint is already in",
+                    s.checkpointer.manager.latest_path)
+
+    def world_lost(self, waited_s: float, timeout_s: float, snapshot: Dict[str, Any]) -> None:
+        """The rendezvous watchdog fired: horovodrun is about to end the job. The last commit saved (if not yet),
+        then one paragraph on stderr (every survivor: the old rank 0 may be gone) with what to do."""
+        self.save_commit(snapshot)
+        s, pt = self.session, snapshot["progress"]
+        root = (getattr(self.trainer, "elastic_join_info", None) or {}).get("run_root") \
+            or RunLayout.of_model_dir(s.save_path).root
+        latest = s.checkpointer.manager.latest_path
+        on_disk = checkpoint_position(latest)  # the commit, or a checkpoint rank 0 finished after it
+        if self._saved_step == pt.steps and on_disk is not None:
+            saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) is saved: --resume continues from step "
+                     f"{on_disk[0]} (epoch {on_disk[1]}) in {latest}.")
+        else:
+            reason = (f" ({self._save_error})" if self._save_error
+                      else " (skip_save_progress is set)" if s.checkpointer.skip_save_progress else "")
+            saved = (f"The last commit (step {pt.steps}, epoch {pt.epoch}) could not be saved{reason}."
+                     f"{s.checkpointer.last_good_hint()}")
+        logger.error(
+            "Elastic: fewer than --min-np processes have been available for %.0f s, and horovodrun ends the job when "
+            "HOROVOD_ELASTIC_TIMEOUT (%.0f s) passes without them: this job is ending (unless enough hosts come back "
+            "within seconds). %s Continue the run from there with --resume, under a fixed launcher, e.g. 'horovodrun "
+            "-np 2 -H host1:1,host2:1 python -m hvd_trainer train --resume %s' (with the same --dataset), or under "
+            "the same elastic horovodrun command with --resume %s added.", waited_s, timeout_s, saved, root, root)
 
 
 def speak_as_coordinator() -> None:

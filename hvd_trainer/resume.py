@@ -125,6 +125,8 @@ def restore_schedule(resumed: Optional[Resumed], pt: ProgressTracker, scheduler,
                         resumed.scheduler_state["base_lr"], base_lr, pt.epoch_step, remapped.epoch_step)
         pt = remapped
     schedule = Schedule.of(config, batches_per_epoch, pt)
+    if resized:
+        schedule = schedule.aligned_to_epoch_end(pt, config.gradient_accumulation_steps_resolved())
     scheduler.reset(schedule.steps_per_evaluation, schedule.total_steps)
     if resumed:
         scheduler.load_state_dict(resumed.scheduler_state)

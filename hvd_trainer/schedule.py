@@ -12,6 +12,7 @@ curve bends to the new length instead of starting over.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,6 +32,9 @@ class Schedule:
     steps_per_evaluation: int
     #: Steps without improvement of the validation metric that end training (early_stop evaluations).
     early_stopping_steps: int
+    #: Evaluations fall on the steps equal to this modulo steps_per_evaluation: 0, unless the run was resumed at
+    #: another world size in mid-epoch (see aligned_to_epoch_end).
+    evaluation_phase: int = 0
 
     @classmethod
     def of(cls, config: TrainerConfig, batches_per_epoch: int, progress: Optional[ProgressTracker] = None,
@@ -57,8 +61,19 @@ class Schedule:
         return cls(batches_per_epoch, steps_per_epoch, total, per_evaluation, per_evaluation * config.early_stop)
 
     def next_evaluation_after(self, steps: int) -> int:
-        """The first evaluation step after `steps`, on multiples of steps_per_evaluation."""
-        return (steps // self.steps_per_evaluation + 1) * self.steps_per_evaluation
+        """The first evaluation step after `steps`, on multiples of steps_per_evaluation (plus the phase)."""
+        every, phase = self.steps_per_evaluation, self.evaluation_phase
+        return ((steps - phase) // every + 1) * every + phase
+
+    def aligned_to_epoch_end(self, progress: ProgressTracker, accumulation: int) -> "Schedule":
+        """This schedule with its evaluations on the current epoch's end (and every steps_per_evaluation around it).
+
+        A run resumed at another world size in mid-epoch has its step count from the old size and its
+        epochs at the new one: its epoch ends are off the multiples of the new steps per epoch, and the
+        evaluations would no longer come at the end of each epoch.
+        """
+        rest_of_epoch = max(0, self.steps_per_epoch - -(-progress.epoch_step // accumulation))
+        return dataclasses.replace(self, evaluation_phase=(progress.steps + rest_of_epoch) % self.steps_per_evaluation)
 
 
 def steps_per_evaluation(config: TrainerConfig, steps_per_epoch: int) -> int:

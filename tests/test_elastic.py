@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -173,3 +174,145 @@ def test_the_static_discovery_script_lists_the_file_s_hosts(tmp_path):
     r = subprocess.run(["bash", script], env={**os.environ, "HVD_ELASTIC_HOSTS": str(tmp_path / "none.txt")},
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert r.returncode != 0 and "cannot read the hosts file" in r.stderr
+
+
+# ---- the last commit saved when the world is lost (commit_checkpoint.py), and the watchdog -------------------
+def _handle(hidden: int = 3):
+    import torch
+
+    from hvd_trainer.checkpoint import Checkpoint
+    from hvd_trainer.distributed import LocalStrategy
+
+    model = torch.nn.Linear(2, hidden)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    return model, optimizer, scheduler, Checkpoint(LocalStrategy(), model, optimizer, scheduler)
+
+
+def _commit(model, optimizer, scheduler, **progress):
+    """What ElasticTraining.snapshot holds (the parts a checkpoint keeps), with a tracker of `progress`."""
+    import copy
+
+    return copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": None,
+                          "progress": ProgressTracker(**progress)})
+
+
+def _manager(tmp_path, checkpoint):
+    from hvd_trainer.checkpoint import CheckpointManager
+    from hvd_trainer.distributed import LocalStrategy
+
+    return CheckpointManager(checkpoint, str(tmp_path / "training_checkpoints"), LocalStrategy())
+
+
+def test_a_saved_commit_is_what_resume_continues_from_mid_epoch_position_included(tmp_path):
+    import torch
+
+    from hvd_trainer.commit_checkpoint import save_commit
+    from hvd_trainer.distributed import LocalStrategy
+    from hvd_trainer.resume import resume
+
+    model, optimizer, scheduler, checkpoint = _handle()
+    manager, progress_path = _manager(tmp_path, checkpoint), str(tmp_path / "training_progress.json")
+    manager.save(progress=ProgressTracker(epoch=1, steps=7, batch_size=10, world_size=3).to_dict())  # an evaluation's
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    commit = _commit(model, optimizer, scheduler, epoch=1, steps=11, epoch_step=2, epoch_offset=60, batch_size=10,
+                     world_size=2)
+    assert save_commit(manager, progress_path, commit, commit["progress"])
+    with torch.no_grad():
+        model.weight.zero_()  # what a new process starts from
+    resumed = resume(manager, progress_path, LocalStrategy(), model, optimizer, scheduler)
+    assert (resumed.progress.steps, resumed.progress.epoch_step, resumed.progress.epoch_offset,
+            resumed.progress.world_size) == (11, 2, 60, 2)
+    assert torch.equal(model.weight, commit["model"]["weight"])
+    assert resumed.rng_states is None  # only this process's are known: none restored
+    assert ProgressTracker.load(__import__("json").load(open(progress_path))).steps == 11
+    # The evaluation's checkpoint is kept as previous.ckpt.
+    assert torch.load(manager.previous_path, weights_only=True)["meta"]["progress"]["steps"] == 7
+
+
+def test_a_commit_never_replaces_a_checkpoint_of_the_same_step_or_a_later_one(tmp_path):
+    from hvd_trainer.commit_checkpoint import checkpoint_step, save_commit
+
+    model, optimizer, scheduler, checkpoint = _handle()
+    manager, progress_path = _manager(tmp_path, checkpoint), str(tmp_path / "training_progress.json")
+    manager.save(progress=ProgressTracker(steps=14).to_dict())
+    before = open(manager.latest_path, "rb").read()
+    for steps in (9, 14):
+        assert not save_commit(manager, progress_path, _commit(model, optimizer, scheduler, steps=steps),
+                               ProgressTracker(steps=steps))
+    assert open(manager.latest_path, "rb").read() == before and not os.path.exists(progress_path)
+    # A broken latest.ckpt is no newer than anything: the commit replaces it.
+    open(manager.latest_path, "wb").write(before[: len(before) // 2])
+    assert checkpoint_step(manager.latest_path) is None
+    assert save_commit(manager, progress_path, _commit(model, optimizer, scheduler, steps=9), ProgressTracker(steps=9))
+    assert checkpoint_step(manager.latest_path) == 9
+
+
+SAVE_COMMIT_IN_A_PROCESS = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_elastic import _commit, _handle, _manager
+import pathlib
+model, optimizer, scheduler, checkpoint = _handle()
+torch.manual_seed(0); model.reset_parameters()
+from hvd_trainer.commit_checkpoint import save_commit
+for steps in range(1, 30):
+    c = _commit(model, optimizer, scheduler, steps=steps)
+    save_commit(_manager(pathlib.Path(sys.argv[1]), checkpoint), sys.argv[1] + "/training_progress.json", c, c["progress"])
+"""
+
+
+def test_survivors_saving_the_same_commits_at_once_on_one_disk_leave_complete_files(tmp_path):
+    import subprocess
+    import sys
+
+    from hvd_trainer.commit_checkpoint import checkpoint_step
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE_COMMIT_IN_A_PROCESS, str(tmp_path), tests_dir],
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    directory = tmp_path / "training_checkpoints"
+    assert checkpoint_step(str(directory / "latest.ckpt")) == 29
+    assert checkpoint_step(str(directory / "previous.ckpt")) is not None
+    assert sorted(os.listdir(directory)) == ["latest.ckpt", "previous.ckpt"]  # no temporary file left
+    assert sorted(os.listdir(tmp_path)) == ["training_checkpoints", "training_progress.json"]
+
+
+def test_the_watchdog_speaks_a_margin_before_horovodrun_s_timeout_and_not_once_cancelled():
+    import threading
+
+    from hvd_trainer.distributed.elastic import RendezvousWatchdog, elastic_timeout, warning_delay
+
+    assert (warning_delay(600), warning_delay(10), warning_delay(1)) == (570, 8, 0)
+    assert elastic_timeout({}) == 600 and elastic_timeout({"HOROVOD_ELASTIC_TIMEOUT": "45"}) == 45
+    fired, calls = threading.Event(), []
+    RendezvousWatchdog(1, lambda waited, timeout: (calls.append((waited, timeout)), fired.set())).start()
+    assert fired.wait(60) and calls[0][1] == 1 and calls[0][0] >= 0
+    cancelled = RendezvousWatchdog(600, lambda *a: calls.append(a)).start()
+    cancelled.cancel()
+    cancelled._timer.join(60)
+    assert len(calls) == 1
+
+
+def test_a_run_resumed_at_another_world_size_mid_epoch_still_evaluates_at_each_epoch_s_end():
+    """The last commit at step 58 of 27-step epochs (3 ranks: epoch 2, 4 batches in), resumed on 2 ranks (40-step
+    epochs): 6 batches of epoch 2 are behind, so it ends at step 58 + 34 = 92, the next one at 132."""
+    from hvd_trainer.resume import remap
+
+    config = TrainerConfig.from_dict({"epochs": 4, "batch_size": 16})
+    pt = remap(ProgressTracker(epoch=2, steps=58, epoch_step=4, batch_size=16, world_size=3), 3, 2, 40)
+    assert pt.epoch_step == 6
+    schedule = Schedule.of(config, 40, pt)
+    assert schedule.total_steps == 132 and schedule.next_evaluation_after(58) == 80  # multiples of 40: mid-epoch
+    aligned = schedule.aligned_to_epoch_end(pt, 1)
+    assert aligned.next_evaluation_after(58) == 92 and aligned.next_evaluation_after(92) == 132
+    # Two evaluations per epoch: on the epoch's middle and end.
+    halves = Schedule.of(TrainerConfig.from_dict({"epochs": 4, "batch_size": 16, "checkpoints_per_epoch": 2}), 40, pt)
+    assert halves.aligned_to_epoch_end(pt, 1).next_evaluation_after(58) == 72
+    # A run that was not resized keeps the multiples.
+    assert Schedule.of(config, 40, ProgressTracker(epoch=2, steps=86, epoch_step=6)).next_evaluation_after(86) == 120

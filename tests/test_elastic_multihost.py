@@ -239,28 +239,60 @@ def test_losing_the_host_of_rank_0_leaves_a_complete_run(cluster, digits, tmp_pa
     assert len(steps) == EPOCHS and steps == sorted(steps), steps
 
 
+def wait_for_step(job: ElasticJob, step: int, timeout: float = 180) -> None:
+    """Until rank 0's progress bar ("Training:  57%|...| 16/28 [") has passed `step`. The bar redraws its line
+    with carriage returns, and horovodrun passes output on by the line: its count reaches the log with the
+    next full line, at the latest the next evaluation's."""
+    deadline = time.monotonic() + timeout
+    while max(map(int, re.findall(r"\| (\d+)/\d+ \[", job.output())), default=0) < step:
+        if job.proc.poll() is not None or time.monotonic() > deadline:
+            job.stop()
+            raise AssertionError(f"step {step} never came:\n{job.output()[-5000:]}")
+        time.sleep(0.1)
+
+
 def test_below_min_np_past_the_timeout_ends_with_a_clear_error_and_resume_finishes(cluster, digits, tmp_path):
     output = str(tmp_path / "out")
-    job = ElasticJob(cluster, tmp_path, ["h1", "h2", "h3"], train_command(digits, output, "starved"),
+    # Batches of 8: 53 steps per epoch (an evaluation at each epoch's end), so that the kill, which comes some
+    # seconds after the second evaluation, lands in mid-epoch as a rule; commits every 2 steps in between.
+    job = ElasticJob(cluster, tmp_path, ["h1", "h2", "h3"],
+                     train_command(digits, output, "starved", "trainer.batch_size=8",
+                                   "distributed.elastic_commit_steps=2"),
                      np=3, min_np=3, max_np=3, env={"HOROVOD_ELASTIC_TIMEOUT": "10"})
-    wait_for_evaluations(job, 2)
+    wait_for_evaluations(job, 1)
+    evaluated = int(re.search(r"step (\d+)/\d+ epoch 1 \|", job.output()).group(1))
+    wait_for_step(job, evaluated + 3)  # rank 0 is past it: every rank has made a commit after the evaluation
     job.set_hosts(["h1", "h2"])
     assert job.kill_worker("h3", "hvd_trainer train") >= 1
     rc = job.finish()
     out = job.output()
     assert rc != 0, out[-5000:]
     run_dir = os.path.join(output, "starved_elastic")
-    # horovodrun's own error says what was missing; the run said at its start how to continue it.
-    assert "enough resources to run at least 3 Horovod processes" in out, out[-5000:]
-    assert f"python -m hvd_trainer train --resume {run_dir}" in out, out[-5000:]
-    assert os.path.exists(os.path.join(run_dir, "model", "training_checkpoints", "latest.ckpt"))
+    latest = os.path.join(run_dir, "model", "training_checkpoints", "latest.ckpt")
+    # Our paragraph, from the survivors, before horovodrun's own error ends the job.
+    ours = re.search(r"Elastic: fewer than --min-np processes have been available for \d+ s.*?this job is ending.*? "
+                     r"The last commit \(step (\d+), epoch \d+\) is saved: --resume continues from step (\d+) "
+                     r"\(epoch (\d+)\) in (\S+)\. Continue the run from there with --resume.*?"
+                     r"python -m hvd_trainer train --resume (\S+)'", out)
+    assert ours, out[-5000:]
+    commit_step, saved_step, saved_epoch = int(ours.group(1)), int(ours.group(2)), int(ours.group(3))
+    assert (ours.group(4), ours.group(5)) == (latest, run_dir)
+    # The commit, or a checkpoint rank 0 completed after it (the kill may come during an evaluation's save).
+    assert saved_step >= commit_step > evaluated, "the last commit, not the last evaluation"
+    completed = [int(m) for m in re.findall(r"step (\d+)/\d+ epoch \d+ \|", out)]
+    print(f"evaluations {completed}; last commit at step {commit_step}; --resume from step {saved_step}")
+    assert out.index(ours.group(0)) < out.index("enough resources to run at least 3 Horovod processes"), out[-5000:]
     resumed = subprocess.run(cluster.on("h1", HOROVODRUN, "-np", "2", "-H", "h1:1,h2:1", "--gloo", "--disable-cache",
                                         PYTHON, "-m", "hvd_trainer", "train", "--resume", run_dir, "--dataset", digits),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
                              env=launch_env(cluster.job_env()), cwd=REPO)
-    assert resumed.returncode == 0, strip_rank_prefixes(resumed.stdout)[-5000:]
+    resumed_out = strip_rank_prefixes(resumed.stdout)
+    assert resumed.returncode == 0, resumed_out[-5000:]
+    assert f"Resuming from step {saved_step} (epoch {saved_epoch}," in resumed_out, resumed_out[-5000:]
     files = run_files(run_dir)
     assert files["progress"]["epoch"] == EPOCHS
+    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
+    assert len(steps) == EPOCHS and steps == sorted(steps), steps
 
 
 def kept_records(out_dir: str) -> List[dict]:

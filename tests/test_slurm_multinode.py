@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import signal
 import subprocess
 import sys
 from typing import Dict, List
@@ -158,3 +159,66 @@ def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit
     signalled = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
     assert abs(signalled - check) < 3, f"the signal came at {signalled}, not at the time-limit check at {check}"
     _assert_finished_like_the_reference(job, reference)
+
+
+DISCOVER_SLURM = os.path.join(REPO, "scripts", "elastic", "discover_hosts_slurm.sh")
+# The netns cluster's state (scripts/netns/common.sh): each host's sshd writes its PID under run/.
+NETNS_STATE = os.environ.get("HVD_NETNS_STATE", f"/tmp/hvd_trainer_netns/{PREFIX}")
+
+
+def _discovery_rounds_job(env, workdir: str, rounds: int) -> Job:
+    """A 2-node job (2 tasks per node) whose batch shell runs the discovery script `rounds` times: round r's
+    output lands in workdir/hosts.r; before the next round it waits for workdir/go.r (the test's change)."""
+    body = f"""set -u
+for r in $(seq 1 {rounds}); do
+  HVD_ELASTIC_PROBE_TIMEOUT=2 bash {DISCOVER_SLURM} >{workdir}/hosts.$r.tmp 2>{workdir}/err.$r
+  echo "exit $?" >>{workdir}/err.$r
+  mv {workdir}/hosts.$r.tmp {workdir}/hosts.$r
+  [ "$r" = {rounds} ] && break
+  for _ in $(seq 1 1200); do [ -e {workdir}/go.$r ] && break; sleep 0.2; done
+done
+"""
+    output = os.path.join(workdir, "slurm-%j.out")
+    job_id = _slurm(env, "sbatch", "--parsable", f"--output={output}", "--nodes=2", "--ntasks-per-node=2",
+                    "--cpus-per-task=1", "--time=5", "--wrap", body, timeout=60).strip().split(";")[0]
+    return Job(env, job_id, output.replace("%j", job_id), workdir)
+
+
+def _discovered(job: Job, workdir: str, r: int) -> List[str]:
+    path = os.path.join(workdir, f"hosts.{r}")
+    job.wait(lambda info: os.path.exists(path), f"discovery round {r}", poll=0.2)
+    with open(os.path.join(workdir, f"err.{r}")) as f:
+        assert f.read().strip().splitlines()[-1] == "exit 0", f"round {r} failed"
+    with open(path) as f:
+        return f.read().split()
+
+
+def test_slurm_discovery_lists_the_job_s_nodes_that_answer_ssh(slurm2_env, tmp_path):
+    # The script's contract: the allocation's nodes whose sshd answers, with the job's tasks per node as
+    # slots. A node whose sshd hangs (SIGSTOP: it accepts no login, as a hung node) is left out within the
+    # probe timeout, and listed again once it answers (SIGCONT).
+    workdir = str(tmp_path)
+    job = _discovery_rounds_job(slurm2_env, workdir, rounds=3)
+    try:
+        assert _discovered(job, workdir, 1) == ["h1:2", "h2:2"]
+        with open(os.path.join(NETNS_STATE, "run", "h2.sshd.pid")) as f:
+            sshd = int(f.read().strip())
+        os.kill(sshd, signal.SIGSTOP)
+        try:
+            open(os.path.join(workdir, "go.1"), "w").close()
+            assert _discovered(job, workdir, 2) == ["h1:2"]
+        finally:
+            os.kill(sshd, signal.SIGCONT)
+        open(os.path.join(workdir, "go.2"), "w").close()
+        assert _discovered(job, workdir, 3) == ["h1:2", "h2:2"]
+        info = job.wait(lambda i: i["JobState"] in TERMINAL, "the job's end", poll=0.5)
+        assert info["JobState"] == "COMPLETED" and info["NodeList"] == "h[1-2]", (info, job.log()[-4000:])
+    finally:
+        if job.state() not in TERMINAL:
+            _slurm(slurm2_env, "scancel", job.ref, check=False)
+
+
+def test_slurm_discovery_outside_a_job_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    r = subprocess.run(["bash", DISCOVER_SLURM], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "not inside a SLURM job" in r.stderr and r.stdout == "", r
