@@ -76,6 +76,7 @@ def collect_rank_info(strategy) -> Dict[str, Any]:
         cuda=(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no"),
         slurm=_slurm(),
         knobs=_knobs(strategy),
+        controller_advice=strategy.controller_advice() if hasattr(strategy, "controller_advice") else None,
     )
     return info
 
@@ -97,6 +98,8 @@ def format_knobs(infos: List[Dict[str, Any]]) -> List[str]:
     for info in infos[1:]:
         differing = [line for line in info.get("knobs") or [] if line not in first]
         lines += [f"  rank {info['rank']}: {line}" for line in differing]
+    if infos[0].get("controller_advice"):
+        lines.append(f"  Controller: {infos[0]['controller_advice']}")
     if infos[0].get("controller") == "mpi":
         lines.append("  Open MPI reads OMPI_MCA_* at MPI_Init, which runs after the trainer sets them in each rank; "
                      "a value given at launch (mpirun -mca / -x, or exported) wins.")

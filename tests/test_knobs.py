@@ -8,7 +8,7 @@ import pytest
 from conftest import launcher_command, require_horovod, run_job
 
 from hvd_trainer.config import DistributedConfig, HorovodConfig
-from hvd_trainer.distributed.knobs import CONFIG, DEFAULT, ENVIRONMENT, TRAINER, choose_knobs
+from hvd_trainer.distributed.knobs import CONFIG, DEFAULT, ENVIRONMENT, TRAINER, choose_knobs, controller_advice
 from hvd_trainer.distributed.launcher import detect_launcher
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.examples import example_config_path, write_example_dataset
@@ -164,3 +164,22 @@ def test_a_timeline_from_the_config_is_written_and_opens_as_a_trace(launcher, tm
     assert "B" in phases and "E" in phases  # durations that the viewers draw
     assert any("ALLREDUCE" in str(e.get("name", "")) for e in events)
     assert os.path.getsize(timeline) > 0
+    # Two ranks on one host: under Gloo rank 0 points to MPI (this Horovod has it), under MPI it says nothing.
+    said = r.stdout + (r.stderr or "")
+    assert ("launch 'horovodrun --mpi -np 2" in said) == (launcher == "gloo"), said[-3000:]
+
+
+@pytest.mark.parametrize("controller,size,local_size,gpu,mpi_built,elastic,advised", [
+    ("gloo", 2, 2, False, True, False, True),    # every rank on one host, MPI at hand
+    ("gloo", 4, 2, False, True, False, False),   # across hosts: TCP is the exchange anyway
+    ("gloo", 1, 1, False, True, False, False),   # nothing is exchanged
+    ("gloo", 2, 2, True, True, False, False),    # GPUs exchange with NCCL
+    ("gloo", 2, 2, False, False, False, False),  # no MPI to point to
+    ("gloo", 2, 2, False, True, True, False),    # elastic training needs Gloo
+    ("mpi", 2, 2, False, True, False, False),
+])
+def test_a_gloo_job_on_one_host_is_pointed_to_mpi(controller, size, local_size, gpu, mpi_built, elastic, advised):
+    advice = controller_advice(controller, size, local_size, gpu, mpi_built, elastic)
+    assert (advice is not None) == advised
+    if advice:
+        assert f"horovodrun --mpi -np {size}" in advice and "\n" not in advice

@@ -18,7 +18,7 @@ import torch
 from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
 from hvd_trainer.distributed.elastic import ELASTIC_ENV, elastic_requested, greet, run_elastic
-from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, torch_threads_knob
+from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, controller_advice, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
 from hvd_trainer.errors import ConfigError, LaunchError
 
@@ -181,6 +181,15 @@ class HorovodStrategy(DistributedStrategy):
             logger.info("Horovod knobs set by hvd_trainer: %s ('python -m hvd_trainer doctor' says why).",
                         ", ".join(f"{k}={v}" for k, v in chosen.items()))
         logger.debug("Horovod knobs:\n  %s", "\n  ".join(self.knobs.describe()))
+        advice = self.controller_advice()
+        if advice:
+            logger.info(advice)
+
+    def controller_advice(self) -> Optional[str]:
+        """A word on a controller that is slow for where the ranks run (knobs.controller_advice), or None."""
+        hvd = self._hvd
+        return controller_advice(self.controller(), hvd.size(), hvd.local_size(), torch.cuda.is_available(),
+                                 hvd.mpi_built(), self.elastic)
 
     def _choose_knobs(self, config: HorovodConfig) -> Knobs:
         if _horovod_is_initialized(self._hvd) and _knobs_in_effect is not None:
