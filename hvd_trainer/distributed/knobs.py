@@ -225,15 +225,17 @@ def controller_advice(controller: Optional[str], size: int, local_size: int, gpu
     """One sentence for a job whose controller is slow where it runs (None when there is nothing to say).
 
     Gloo with every rank on one host: Horovod's Gloo exchange goes over TCP, and its background loop
-    coordinates the ranks over TCP too at every negotiation cycle. On 2 CPU cores (2026-12-01,
-    200k-row table, MLP 64-128-128-10, batch 128 per rank) that put a step at np=2 at about 2.7 ms under
-    Gloo against 1.4 ms under MPI, where one process takes 0.7 ms; no cycle time helped (1 ms was the best
-    of 0.1-1 ms). MPI exchanges through shared memory. Elastic jobs need Gloo, and GPU jobs exchange with
-    NCCL whatever the controller, so neither is told.
+    coordinates the ranks over TCP too at every negotiation cycle. On 2 CPU cores (2026-12-01, make
+    bench's table task: 200k rows, MLP 64-128-128-10, batch 128 per rank, medians of 3 runs;
+    benchmarks/results/fused_adam) a bare Horovod step at np=2 took 3.4 ms under Gloo against 1.7 ms under
+    MPI and 1.0 ms in one process, and the CLI trained at 78k samples/s under Gloo against 165k under
+    MPI and 120k at np=1; no cycle time helped (1 ms was the best of 0.1-1 ms). MPI exchanges through
+    shared memory. Elastic jobs need Gloo, and GPU jobs exchange with NCCL whatever the controller, so
+    neither is told.
     """
     if controller != "gloo" or size < 2 or local_size != size or gpu or elastic or not mpi_built:
         return None
     return (f"Horovod's Gloo controller runs this job's {size} ranks, all on one host: Gloo exchanges gradients "
-            "over TCP, and on CPUs that costs about a millisecond per step (measured on 2 cores: np=2 under Gloo "
-            "trained slower than one process, under MPI faster). This Horovod has MPI: for a job on one host, "
+            "over TCP, which on CPUs costs more than a small model's step (measured on 2 cores: np=2 trained at 0.65x "
+            "one process under Gloo, 1.4x under MPI). This Horovod has MPI: for a job on one host, "
             f"launch 'horovodrun --mpi -np {size} ...' or 'mpirun -np {size} ...' instead.")
