@@ -142,6 +142,22 @@ def run_files(run_dir: str) -> dict:
     return {"progress": progress, "stats": stats}
 
 
+def assert_resized_and_complete(out: str, old: int, new: int, run_dir: str, epochs: int) -> dict:
+    """The log's `Elastic: world size old -> new` line with the LR rescaled by new/old, and a complete run
+    (run_files) that ended at world size `new` after every epoch, with one evaluation per epoch at increasing
+    steps (one continuous record); returns run_files' dict and the step of the change under "changed_at"."""
+    change = re.search(rf"Elastic: world size {old} -> {new} at step (\d+), LR ([0-9.e-]+) -> ([0-9.e-]+)", out)
+    assert change, f"the world never went from {old} to {new}:\n{out[-6000:]}"
+    print(change.group(0))
+    assert float(change.group(3)) == pytest.approx(float(change.group(2)) * new / old, rel=1e-3)
+    files = run_files(run_dir)
+    assert files["progress"]["world_size"] == new
+    assert files["progress"]["epoch"] == epochs, "every epoch must be trained"
+    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
+    assert len(steps) == epochs and steps == sorted(steps), steps
+    return dict(files, changed_at=int(change.group(1)))
+
+
 def best_test_accuracy(files: dict) -> float:
     progress = files["progress"]
     return progress["best_eval_test_metrics"]["label"]["accuracy"]
@@ -178,16 +194,8 @@ def test_a_lost_host_shrinks_the_world_and_training_finishes(cluster, digits, un
     rc = job.finish()
     out = job.output()
     assert rc == 0, out[-5000:]
-    change = re.search(r"Elastic: world size 3 -> 2 at step (\d+), LR ([0-9.e-]+) -> ([0-9.e-]+)", out)
-    assert change, out[-5000:]
-    assert int(change.group(1)) > 0, "training carries on from a commit, not from the start"
-    assert float(change.group(3)) == pytest.approx(float(change.group(2)) * 2 / 3, rel=1e-3)
-    files = run_files(str(tmp_path / "out" / "shrink_elastic"))
-    assert files["progress"]["world_size"] == 2
-    assert files["progress"]["epoch"] == EPOCHS, "every epoch must be trained"
-    # One continuous record: an evaluation per epoch, at increasing steps.
-    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
-    assert len(steps) == EPOCHS and steps == sorted(steps), steps
+    files = assert_resized_and_complete(out, 3, 2, str(tmp_path / "out" / "shrink_elastic"), EPOCHS)
+    assert files["changed_at"] > 0, "training carries on from a commit, not from the start"
     disturbed, calm = best_test_accuracy(files), best_test_accuracy(undisturbed)
     print(f"test accuracy: disturbed {disturbed:.4f}, undisturbed {calm:.4f}")
     assert abs(disturbed - calm) <= 0.01, (disturbed, calm)
@@ -203,14 +211,7 @@ def test_an_added_host_grows_the_world_and_training_finishes(cluster, digits, tm
     rc = job.finish()
     out = job.output()
     assert rc == 0, out[-5000:]
-    change = re.search(r"Elastic: world size 2 -> 3 at step (\d+), LR ([0-9.e-]+) -> ([0-9.e-]+)", out)
-    assert change, out[-5000:]
-    assert float(change.group(3)) == pytest.approx(float(change.group(2)) * 3 / 2, rel=1e-3)
-    files = run_files(str(tmp_path / "out" / "grow_elastic"))
-    assert files["progress"]["world_size"] == 3
-    assert files["progress"]["epoch"] == EPOCHS, "every epoch must be trained"
-    steps = [s for _, s, _ in files["stats"]["validation"]["label"]["accuracy"]]
-    assert len(steps) == EPOCHS and steps == sorted(steps), steps
+    assert_resized_and_complete(out, 2, 3, str(tmp_path / "out" / "grow_elastic"), EPOCHS)
 
 
 def test_losing_the_host_of_rank_0_leaves_a_complete_run(cluster, digits, tmp_path):
