@@ -6,12 +6,23 @@ from setuptools import find_packages, setup
 # torch is pinned for reproducible CI; users who bring their own build (CUDA, ROCm) set
 # HVD_TRAINER_TORCH_SPEC, which scripts/setup.sh installs before this package.
 TORCH_SPEC = os.environ.get("HVD_TRAINER_TORCH_SPEC", "torch>=2.1")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+
+
+def long_description() -> str:
+    """README.md, when it is there: the Docker image installs the dependencies from setup.py alone, so that
+    editing the README does not reinstall them (docker/Dockerfile's build stage)."""
+    if not os.path.exists(README):
+        return ""
+    with open(README) as fh:
+        return fh.read()
+
 
 setup(
     name="hvd_trainer",
     version="0.1.0",
     description="Data-parallel PyTorch training on Horovod and MPI, from a laptop to a SLURM cluster.",
-    long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["hvd_trainer", "hvd_trainer.*"]),

@@ -106,7 +106,7 @@ deps)
   fi
   # hvd_trainer's own dependencies, read from setup.py (the package source is not here yet).
   mkdir -p /tmp/hvd_stub/hvd_trainer
-  cp "$SRC"/setup.py "$SRC"/README.md /tmp/hvd_stub/
+  cp "$SRC"/setup.py /tmp/hvd_stub/
   touch /tmp/hvd_stub/hvd_trainer/__init__.py
   "${PIP[@]}" install "${FIND[@]}" --no-build-isolation /tmp/hvd_stub
   "${PIP[@]}" uninstall -y hvd_trainer
