@@ -393,7 +393,7 @@ class CheckpointManager:
             try:
                 if rotate:
                     with directory_lock(self.directory):
-                        self._rotate_previous()
+                        self.rotate_previous()
                         write_state(path, state)
                 else:
                     write_state(path, state)
@@ -406,17 +406,28 @@ class CheckpointManager:
             state = snapshot(state)
             self._writer.submit(write)
 
-    def _rotate_previous(self) -> None:
-        """Hard-link the current latest to previous.ckpt before latest is replaced."""
+    def rotate_previous(self) -> None:
+        """The current latest.ckpt becomes previous.ckpt (a hard link), before latest is replaced.
+
+        Safe when another process does the same at the same time on a shared disk (the surviving
+        processes of an elastic job, commit_checkpoint.py): every name made here is this process's own,
+        and previous.ckpt only ever changes by a rename.
+        """
         if not os.path.exists(self.latest_path):
             return
+        mine = f"{self.previous_path}.{socket.gethostname()}.{os.getpid()}"
         superseded = None
-        if os.path.exists(self.previous_path):
-            # Freeing a large file's blocks takes tens of milliseconds: move the old
-            # previous aside (a cheap rename) and delete it off the critical path.
-            superseded = self.previous_path + f".{os.getpid()}.old"
-            os.replace(self.previous_path, superseded)
-        os.link(self.latest_path, self.previous_path)
+        try:
+            # Freeing a large file's blocks takes tens of milliseconds: move the old previous
+            # aside (a cheap rename) and delete it off the critical path.
+            os.replace(self.previous_path, mine + ".old")
+            superseded = mine + ".old"
+        except FileNotFoundError:
+            pass
+        if os.path.lexists(mine + ".link"):
+            os.unlink(mine + ".link")
+        os.link(self.latest_path, mine + ".link")
+        os.replace(mine + ".link", self.previous_path)
         if superseded:
             threading.Thread(target=_unlink_quietly, args=(superseded,), daemon=True).start()
 

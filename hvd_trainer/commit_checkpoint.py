@@ -19,7 +19,6 @@ own): the resumed run does not restore them, as a run resumed at another world s
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -58,21 +57,10 @@ def save_commit(manager: CheckpointManager, progress_path: str, states: Dict[str
             on_disk = checkpoint_step(manager.latest_path)
             if on_disk is not None and on_disk >= progress.steps:
                 return False
-            keep_as_previous(manager.latest_path, manager.previous_path)
+            manager.rotate_previous()
             write_state(manager.latest_path, state)
             atomic_write_text(progress_path, progress.to_json())
     except OSError as e:
         raise write_error(manager.latest_path, e) from e
     return True
 
-
-def keep_as_previous(latest: str, previous: str) -> None:
-    """The current latest.ckpt becomes previous.ckpt (a hard link, renamed into place: safe when another
-    process does the same at the same time on a shared disk)."""
-    if not os.path.exists(latest):
-        return
-    link = f"{previous}.{socket.gethostname()}.{os.getpid()}.link"
-    if os.path.lexists(link):
-        os.unlink(link)
-    os.link(latest, link)
-    os.replace(link, previous)
