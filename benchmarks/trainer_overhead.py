@@ -146,12 +146,14 @@ def interleaved_run(epochs: int, task_path: Optional[str] = None, slice_steps: i
         seconds, cpu_seconds, steps = 0.0, 0.0, 0
 
         def on_epoch_end(self, trainer, progress_tracker, save_path):
-            if not slice_steps:
-                begin = time.perf_counter()
-                self.steps += bare.run_epoch(progress_tracker.epoch - 1)
-                self.seconds += time.perf_counter() - begin
+            begin = time.perf_counter()
+            self.steps += bare.run_epoch(progress_tracker.epoch - 1)
+            self.seconds += time.perf_counter() - begin
 
     class BareSliceAfterEach(BareEpochAfterEach):
+        def on_epoch_end(self, trainer, progress_tracker, save_path):
+            pass  # the bare steps run in slices (on_batch_end), not by the epoch
+
         def on_batch_end(self, trainer, progress_tracker, save_path, sync_step=True):
             if progress_tracker.steps % slice_steps == 0:
                 begin, cpu = time.perf_counter(), time.process_time()
