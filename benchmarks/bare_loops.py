@@ -52,6 +52,15 @@ class _Ddp:
         return tensor
 
 
+def _pin_like_hvd_trainer() -> None:
+    """Each rank on its own share of the host's cores, before hvd.init(), as HorovodStrategy does."""
+    from hvd_trainer.distributed.cpu_affinity import pin_process, share_of_cores
+    from hvd_trainer.distributed.launcher import detect_launcher
+
+    launch = detect_launcher()
+    pin_process(share_of_cores(os.sched_getaffinity(0), launch.local_rank, launch.local_size))
+
+
 def run(kind: str, task_path: str) -> None:
     import torch
 
@@ -64,6 +73,8 @@ def run(kind: str, task_path: str) -> None:
     elif kind == "horovod":
         import horovod.torch as hvd
 
+        if os.environ.get("HVD_TRAINER_CPU_AFFINITY") == "1":
+            _pin_like_hvd_trainer()  # a tuned run (run.py's tuned_knobs)
         hvd.init()
         rank, size = hvd.rank(), hvd.size()
         if "OMP_NUM_THREADS" not in os.environ:

@@ -135,10 +135,16 @@ def contender_env(c: Contender, env: Dict[str, str]) -> Dict[str, str]:
 
 
 def tuned_knobs(np_: int, controller: str, env: Dict[str, str]) -> Dict[str, str]:
-    from hvd_trainer.distributed.knobs import choose_knobs
+    """The variables of hvd_trainer's choice, and HVD_TRAINER_CPU_AFFINITY=1 where it would pin each rank
+    to cores of its own (bare_loops.py does it then, as the trainer does, before hvd.init())."""
+    from hvd_trainer.distributed.knobs import CPU_AFFINITY_VARIABLE, choose_knobs
 
-    return choose_knobs(local_size=np_, cores=len(os.sched_getaffinity(0)), controller=controller, gpu=False,
-                        environ=env).environment()
+    knobs = choose_knobs(local_size=np_, cores=len(os.sched_getaffinity(0)), controller=controller, gpu=False,
+                         environ=env, local_rank=0)
+    chosen = knobs.environment()
+    if knobs.pins_cores():
+        chosen[CPU_AFFINITY_VARIABLE] = "1"
+    return chosen
 
 
 def parse_output(text: str) -> Dict[str, Any]:

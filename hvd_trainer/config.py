@@ -230,6 +230,9 @@ class HorovodConfig:
         None, "MPI ranks yield their core while they wait (OMPI_MCA_mpi_yield_when_idle; null: the trainer's choice).")
     torch_threads: Optional[int] = setting(
         None, "torch threads per rank on the CPU (OMP_NUM_THREADS wins; null: the host's cores / its ranks).", min=1)
+    cpu_affinity: Optional[bool] = setting(
+        None, "Run each CPU rank of a host on cores of its own, set before hvd.init() (HVD_TRAINER_CPU_AFFINITY; "
+        "null: the trainer's choice).")
     autotune: bool = setting(False, "Let Horovod tune cycle time and fusion while training runs (HOROVOD_AUTOTUNE).")
     autotune_log: Optional[str] = setting(None, "CSV file where the autotuner logs each trial (HOROVOD_AUTOTUNE_LOG).")
     timeline: Optional[str] = setting(

@@ -12,6 +12,7 @@ import socket
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from hvd_trainer.distributed.cpu_affinity import format_cores, process_cores
 from hvd_trainer.distributed.launcher import detect_launcher
 from hvd_trainer.distributed.versions import horovod_version
 from hvd_trainer.errors import EXIT_INPUT_ERROR, HvdTrainerError
@@ -73,6 +74,7 @@ def collect_rank_info(strategy) -> Dict[str, Any]:
         controller=strategy.controller() if hasattr(strategy, "controller") else "none",
         host=socket.gethostname(),
         threads=torch.get_num_threads(),
+        cores=format_cores(process_cores()),
         cuda=(f"{torch.cuda.device_count()} GPU(s), {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no"),
         slurm=_slurm(),
         knobs=_knobs(strategy),
@@ -144,7 +146,7 @@ def format_table(infos: List[Dict[str, Any]]) -> str:
         lines.append(f"  {'slurm':<12} job {s['SLURM_JOB_ID']}, {s['SLURM_JOB_NUM_NODES']} node(s), "
                      f"{s['SLURM_NTASKS']} task(s), {s['SLURM_NTASKS_PER_NODE']} per node ({s['SLURM_JOB_NODELIST']})")
     lines.append("")
-    header = ("rank", "size", "local_rank", "local_size", "cross_rank", "host", "threads", "cuda")
+    header = ("rank", "size", "local_rank", "local_size", "cross_rank", "host", "threads", "cores", "cuda")
     rows = [tuple(str(i[h]) for h in header) for i in infos]
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))

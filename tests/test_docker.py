@@ -233,7 +233,7 @@ def _doctor_rows(out: str) -> List[List[str]]:
     for line in out.splitlines():
         line = re.sub(r"^.*?\|\s?", "", line)            # compose's "launcher_1  | " prefix
         line = re.sub(r"^\[[0-9,]+\]<stdout>:", "", line)  # horovodrun's rank tag
-        if re.match(r"^\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+\S+\s+\d+\s+\S+\s*$", line):
+        if re.match(r"^\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+\S+\s+\d+\s+\S+\s+\S+\s*$", line):
             rows.append(line.split())
     return rows
 
@@ -271,7 +271,7 @@ def test_compose_cluster_runs_doctor_across_the_workers(engine, image, controlle
     assert "All ranks OK." in out, out[-6000:]
     rows = _doctor_rows(out)
     assert len(rows) == workers, out[-6000:]
-    header = ["rank", "size", "local_rank", "local_size", "cross_rank", "host", "threads", "cuda"]
+    header = ["rank", "size", "local_rank", "local_size", "cross_rank", "host", "threads", "cores", "cuda"]
     host = header.index("host")
     assert len({row[host] for row in rows}) == workers, "one rank on each worker, each with its own hostname"
     assert all(row[2] == "0" and row[3] == "1" for row in rows), rows

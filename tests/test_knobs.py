@@ -8,15 +8,17 @@ import pytest
 from conftest import launcher_command, require_horovod, run_job
 
 from hvd_trainer.config import DistributedConfig, HorovodConfig
+from hvd_trainer.distributed.cpu_affinity import format_cores, share_of_cores
 from hvd_trainer.distributed.knobs import CONFIG, DEFAULT, ENVIRONMENT, TRAINER, choose_knobs, controller_advice
 from hvd_trainer.distributed.launcher import detect_launcher
 from hvd_trainer.errors import ConfigError
 from hvd_trainer.examples import example_config_path, write_example_dataset
 
 
-def cpu_knobs(local_size=2, cores=2, controller="mpi", config=None, environ=None, pinned=False):
+def cpu_knobs(local_size=2, cores=2, controller="mpi", config=None, environ=None, pinned=False, local_rank=None,
+              elastic=False):
     return choose_knobs(local_size, cores, controller, gpu=False, config=config, environ=environ or {},
-                        pinned=pinned)
+                        pinned=pinned, local_rank=local_rank, elastic=elastic)
 
 
 # ---- what the trainer chooses ------------------------------------------------------------
@@ -59,6 +61,52 @@ def test_gpu_ranks_keep_horovods_cycle_time_and_torchs_threads():
 def test_the_fusion_threshold_is_horovods_default_on_every_host():
     assert cpu_knobs().fusion_threshold == choose_knobs(8, 96, "gloo", gpu=True, environ={}).fusion_threshold
     assert cpu_knobs().fusion_threshold.value is None
+
+
+@pytest.mark.parametrize("host, pins, why", [
+    (dict(controller="gloo"), True, "1 core(s) of its own"),
+    (dict(controller="mpi", local_size=2, cores=16), True, "8 core(s) of its own"),
+    (dict(local_size=1), False, "one rank on this host"),
+    (dict(local_size=4, cores=2), False, "fewer cores than ranks"),
+    (dict(pinned=True), False, "the launcher bound this rank already"),
+    (dict(elastic=True), False, "elastic job"),
+    (dict(local_rank=None), False, "did not say this rank's local rank"),
+])
+def test_cpu_ranks_sharing_a_host_each_get_cores_of_their_own(host, pins, why):
+    knobs = cpu_knobs(**{"local_rank": 1, **host})
+    assert knobs.pins_cores() == pins and why in knobs.cpu_affinity.reason
+    assert knobs.cpu_affinity.source == (TRAINER if pins else DEFAULT)
+    assert "HVD_TRAINER_CPU_AFFINITY" not in knobs.environment()  # the trainer applies it itself
+
+
+def test_gpu_ranks_are_not_pinned():
+    assert not choose_knobs(2, 16, "mpi", gpu=True, environ={}, local_rank=0).pins_cores()
+
+
+@pytest.mark.parametrize("config, environ, pins, source", [
+    (HorovodConfig(cpu_affinity=False), {}, False, CONFIG),
+    (HorovodConfig(cpu_affinity=True), {"HVD_TRAINER_CPU_AFFINITY": "0"}, False, ENVIRONMENT),
+    (HorovodConfig(), {"HVD_TRAINER_CPU_AFFINITY": "0"}, False, ENVIRONMENT),
+])
+def test_the_config_and_the_environment_decide_the_cpu_affinity(config, environ, pins, source):
+    knobs = cpu_knobs(controller="gloo", local_rank=0, config=config, environ=environ)
+    assert knobs.pins_cores() == pins and knobs.cpu_affinity.source == source
+    # Asked for where the trainer would not pin (one rank has the host): the config wins.
+    assert cpu_knobs(local_size=1, local_rank=0, config=HorovodConfig(cpu_affinity=True)).pins_cores()
+
+
+@pytest.mark.parametrize("allowed, local_size, shares", [
+    ([0, 1], 2, [[0], [1]]),
+    ([4, 5, 6, 7, 8], 2, [[4, 5], [6, 7, 8]]),
+    ([0, 1, 2, 3, 4, 5, 6, 7], 4, [[0, 1], [2, 3], [4, 5], [6, 7]]),
+    ([2, 3], 3, [[2], [3], [2]]),
+])
+def test_a_hosts_cores_are_shared_out_by_local_rank(allowed, local_size, shares):
+    assert [share_of_cores(allowed, r, local_size) for r in range(local_size)] == shares
+
+
+def test_core_lists_read_as_linux_writes_them():
+    assert format_cores([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and format_cores([3]) == "3"
 
 
 # ---- overrides -----------------------------------------------------------------------------

@@ -272,7 +272,7 @@ def test_doctor_runs_on_every_rank_across_two_hosts(cluster, launcher):
     assert "All ranks OK." in out
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+\d+\s+\S+\s*$", line)
+        m = re.match(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+\d+\s+\S+\s+\S+\s*$", line)
         if m:
             rank, size, local_rank, local_size, cross_rank, host = m.groups()
             rows[int(rank)] = (host, int(local_rank), int(local_size), int(cross_rank), int(size))

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import REPO, launch_env, launcher_command, require_horovod, run_job
 
+from hvd_trainer.distributed.cpu_affinity import format_cores, share_of_cores
 from hvd_trainer.doctor import find_problems
 
 
@@ -21,6 +22,11 @@ def test_doctor_prints_every_rank(launcher):
     table = [line.split(":", 1)[-1].split() for line in r.stdout.splitlines() if line.split(":", 1)[-1].strip()[:2] in ("0 ", "1 ")]
     assert [row[:4] for row in table] == [["0", "2", "0", "2"], ["1", "2", "1", "2"]]
     assert ("controller   gloo" in r.stdout) == (launcher == "gloo")
+    # Two CPU ranks on one host, not bound by the launcher: each runs on its own share of the cores,
+    # every thread (Horovod's and Gloo's included: the column is the union over the process's threads).
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) >= 2:
+        assert [row[7] for row in table] == [format_cores(share_of_cores(allowed, r, 2)) for r in (0, 1)], table
 
 
 def _info(rank, size, **extra):

@@ -17,6 +17,7 @@ import torch
 
 from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
+from hvd_trainer.distributed.cpu_affinity import format_cores, pin_process, process_cores, share_of_cores
 from hvd_trainer.distributed.elastic import ELASTIC_ENV, elastic_requested, greet, run_elastic
 from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, controller_advice, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
@@ -68,6 +69,8 @@ def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
     # the knobs go into this process's environment before either runs.
     os.environ.update(knobs.environment())
     _knobs_in_effect = knobs
+    if knobs.pins_cores():
+        _pin_to_a_share_of_the_cores(info)
     if info.uses_mpi:
         if not hvd.mpi_built():
             raise LaunchError(
@@ -91,6 +94,17 @@ def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
     _initialized = True
     if os.environ.get(ELASTIC_ENV) == "1":
         _joined = greet(hvd, None)  # every process of an elastic job greets its first world (a newcomer: a package)
+
+
+def _pin_to_a_share_of_the_cores(info: LaunchInfo) -> None:
+    """Before hvd.init(): this rank's threads, and so Horovod's and Gloo's, on its own cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    if info.local_rank is None or not info.local_size:
+        logger.warning("distributed.horovod.cpu_affinity is on, but the launcher (%s) did not say this rank's local "
+                       "rank before hvd.init(), so the rank is not pinned to cores of its own.", info.launcher)
+        return
+    pin_process(share_of_cores(os.sched_getaffinity(0), info.local_rank, info.local_size))
 
 
 def gpu_for_local_rank(local_rank: int, local_size: int, device_count: int) -> int:
@@ -161,7 +175,7 @@ class HorovodStrategy(DistributedStrategy):
         config = horovod or HorovodConfig()
         cores, pinned = usable_cores()
         self._host = HostView(self.launch.local_size or 1, cores, self.launch.controller,
-                              torch.cuda.is_available(), pinned)
+                              torch.cuda.is_available(), pinned, self.launch.local_rank, self.elastic)
         self.knobs = self._choose_knobs(config)
         _init_horovod(hvd, self.launch, self.knobs)
         if torch.cuda.is_available():
@@ -177,6 +191,8 @@ class HorovodStrategy(DistributedStrategy):
         threads = self.knobs.threads_to_set()
         if threads is not None:
             chosen["torch threads"] = str(threads)
+        if self.knobs.pins_cores():
+            chosen["rank 0's cores"] = format_cores(process_cores())
         if chosen:
             logger.info("Horovod knobs set by hvd_trainer: %s ('python -m hvd_trainer doctor' says why).",
                         ", ".join(f"{k}={v}" for k, v in chosen.items()))
@@ -195,7 +211,8 @@ class HorovodStrategy(DistributedStrategy):
         if _horovod_is_initialized(self._hvd) and _knobs_in_effect is not None:
             return _knobs_in_effect  # Horovod reads its knobs once per process
         host = self._host
-        return choose_knobs(host.local_size, host.cores, host.controller, host.gpu, config, os.environ, host.pinned)
+        return choose_knobs(host.local_size, host.cores, host.controller, host.gpu, config, os.environ, host.pinned,
+                            host.local_rank, host.elastic)
 
     def _set_torch_threads(self, config: HorovodConfig) -> None:
         if self._hvd.local_size() != self._host.local_size:
