@@ -48,6 +48,11 @@ if [ -z "$cmake_bin" ]; then
 fi
 
 # --- 3. virtualenv and PyTorch -------------------------------------------------------------
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  # A setup stopped while the venv was being made (Ctrl-C, a killed CI job) leaves one without pip.
+  say "The virtualenv $VENV has no pip (a setup was stopped while making it): making it again."
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "Creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"
@@ -57,7 +62,8 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
   say "Installing $TORCH_SPEC"
-  "${PIP[@]}" install "$TORCH_SPEC"
+  # numpy with it: torch warns on import without it ("Failed to initialize NumPy"), and the check below imports torch.
+  "${PIP[@]}" install "$TORCH_SPEC" numpy
 fi
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)')
 PY_TAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
