@@ -48,11 +48,15 @@ WAIT_S = 240  # per wait; generous because the machine is shared (2 cores)
 
 # The digits example, short and deterministic: no early stop, fixed seed (the CLI's default).
 # 80 epochs are 800 steps of 2 x 64 rows with an evaluation and a checkpoint after each epoch:
-# long enough that a signal sent after the first checkpoint, or at the time-limit check 7-9 s
-# after the start, arrives while training goes on even on a quiet machine (20 epochs took ~2 s
-# there once the trainer's hot path got faster, and the job finished before the signal).
+# long enough that a signal sent after the first checkpoint arrives while training goes on even
+# on a quiet machine (20 epochs took ~2 s there once the trainer's hot path got faster, and the
+# job finished before the signal).
 EPOCHS = 80
 TRAIN_ARGS = ["--set", f"trainer.epochs={EPOCHS}", "--set", "trainer.early_stop=-1"]
+# The time-limit signal comes 7-9 s after a job is released. Since each rank runs on a core of its
+# own (distributed.horovod.cpu_affinity) 80 epochs take about 5.6 s (143 steps/s) on a quiet machine
+# and are over by then, so the time-limit jobs train 400 epochs (about 28 s).
+LONG_ARGS = ["--set", "trainer.epochs=400", "--set", "trainer.early_stop=-1"]
 # What a finished run directory holds (Ludwig's layout).
 RUN_FILES = ["description.json", "training_statistics.json", "model/model_hyperparameters.json",
              "model/training_set_metadata.json", "model/model_weights", "model/training_progress.json",
@@ -239,6 +243,12 @@ def reference(digits, tmp_path_factory) -> Dict[str, object]:
     """The same config run once without interruption: plain horovodrun -np 2, one thread per
     rank as in the jobs (--cpus-per-task=1). At np=2 Gloo and MPI sum gradients bit-identically."""
     return uninterrupted_run(digits, str(tmp_path_factory.mktemp("reference")), TRAIN_ARGS, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference_long(digits, tmp_path_factory) -> Dict[str, object]:
+    """The time-limit jobs' config (LONG_ARGS) run once without interruption, as `reference`."""
+    return uninterrupted_run(digits, str(tmp_path_factory.mktemp("reference_long")), LONG_ARGS, timeout=600)
 
 
 def uninterrupted_run(digits: "Digits", out: str, train_args: List[str], timeout: float) -> Dict[str, object]:
@@ -438,7 +448,8 @@ def _release_before_a_time_limit_check(job: Job, lead_s: float) -> float:
     return check
 
 
-def test_signal_before_a_short_time_limit_saves_requeues_and_resumes_to_the_uninterrupted_model(submit, digits, reference):
+def test_signal_before_a_short_time_limit_saves_requeues_and_resumes_to_the_uninterrupted_model(submit, digits,
+                                                                                                reference_long):
     # --time=1 with --signal=B:USR1@30: Slurm signals the batch shell at its first time-limit check
     # after the start, which the test times to come 7-9 s after the start: on a busy machine the
     # ranks are still loading then, and the rank wrapper holds the signal until the trainer handles
@@ -446,15 +457,16 @@ def test_signal_before_a_short_time_limit_saves_requeues_and_resumes_to_the_unin
     # checks every 30 s, so aiming later would need a run longer than 30 s to be sure to hit it.
     # The requeued run gets a longer limit: with the same short one it would be signalled again
     # within 30 s of its start, and again after that.
-    job = submit(digits.job_args(), sbatch=["--hold", "--time=1", "--signal=B:USR1@30"], HVD_LAUNCH="horovodrun")
+    job = submit([digits.config, digits.dataset, *LONG_ARGS], sbatch=["--hold", "--time=1", "--signal=B:USR1@30"],
+                 HVD_LAUNCH="horovodrun")
     check = _release_before_a_time_limit_check(job, lead_s=10)
     job.release_after_requeue(1, "TimeLimit=5")
     info = job.run_to_end()
-    _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference))
+    _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference_long))
     when = re.search(r"train\.sbatch \[([-\d]+ [:\d]+)\]: got SIGUSR1", job.log()).group(1)
     signalled = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
     assert abs(signalled - check) < 3, f"the signal came at {signalled}, not at the time-limit check at {check}"
-    _assert_finished_like_the_reference(job, reference)
+    _assert_finished_like_the_reference(job, reference_long)
 
 
 def test_scancel_saves_a_checkpoint_but_does_not_requeue(submit, digits, reference):

@@ -12,9 +12,9 @@ writes client wrappers (sbatch, scontrol, ... run on h1) that the jobs here are 
   digits example; the signal Slurm sends before a short --time limit (--signal=B:USR1@30) makes
   the ranks on both nodes stop together at one step with a checkpoint, the job requeue itself,
   run again on both nodes, resume from that step, and end COMPLETED with a final model
-  bit-identical to an uninterrupted run at the same number of ranks (this module's longer
-  `reference`). srun and mpirun run the signal, save, requeue and resume protocol on one node
-  (tests/test_slurm.py): the batch shell gets the signal whatever the launcher, and the ranks
+  bit-identical to an uninterrupted run at the same number of ranks (`reference_long`, 400 epochs,
+  from tests/test_slurm.py). srun and mpirun run the signal, save, requeue and resume protocol on
+  one node (tests/test_slurm.py): the batch shell gets the signal whatever the launcher, and the ranks
   agree on the stop through rank 0, so a launcher changes how the signal reaches the ranks, not
   what the second node does. Each run of this test waits for slurmctld's time-limit check (85-137
   s): one launch style here, not three, saves about 3 minutes of the suite.
@@ -37,17 +37,14 @@ import pytest
 
 from conftest import REPO
 # The one-node module's job helpers and its digits example.
-from test_slurm import (TERMINAL, Job, _assert_finished_like_the_reference, _assert_saved_requeued_and_resumed,
-                        _release_before_a_time_limit_check, _slurm, _slurm_config, _total_steps, digits,
-                        uninterrupted_run)
+from test_slurm import (LONG_ARGS, TERMINAL, Job, _assert_finished_like_the_reference,
+                        _assert_saved_requeued_and_resumed, _release_before_a_time_limit_check, _slurm,
+                        _slurm_config, _total_steps, digits, reference_long)
 
 pytestmark = pytest.mark.slurm
 
-__all__ = ["digits"]  # a fixture used by the tests below
+__all__ = ["digits", "reference_long"]  # fixtures used by the tests below
 
-# The time-limit signal comes about 10 s after a job is released. On a quiet machine the one-node
-# module's 80 epochs (800 steps at ~160 steps/s) are over by then, so these jobs train longer.
-LONG_ARGS = ["--set", "trainer.epochs=400", "--set", "trainer.early_stop=-1"]
 
 UP = os.path.join(REPO, "scripts", "slurm_cluster_up.sh")
 DOWN = os.path.join(REPO, "scripts", "slurm_cluster_down.sh")
@@ -56,12 +53,6 @@ SUBNET = os.environ.get("HVD_SLURM_NETNS_SUBNET", "10.213.49")
 HOME = f"/var/lib/hvd_trainer_slurm_{PREFIX}"
 NODES = ["h1", "h2"]
 LAUNCH_STYLES = ["srun", "mpirun", "horovodrun"]
-
-
-@pytest.fixture(scope="module")
-def reference(digits, tmp_path_factory) -> Dict[str, object]:
-    """The long job run once without interruption (plain horovodrun -np 2, one thread per rank)."""
-    return uninterrupted_run(digits, str(tmp_path_factory.mktemp("reference_long")), LONG_ARGS, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +134,7 @@ def test_doctor_runs_two_ranks_on_each_of_the_two_nodes(submit2, launch):
 
 
 @pytest.mark.parametrize("launch", ["horovodrun"])
-def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit2, digits, reference, launch):
+def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit2, digits, reference_long, launch):
     # As test_slurm's one-node time-limit test: --time=1 with --signal=B:USR1@30, released so that
     # slurmctld's time-limit check, and with it the signal, comes 7-9 s after the start; the
     # requeued run gets a longer limit. One task on each node: two ranks, as in the reference.
@@ -154,7 +145,7 @@ def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit
     info = job.run_to_end()
     log = job.log()
     assert info["NodeList"] == "h[1-2]", info
-    _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference))
+    _assert_saved_requeued_and_resumed(job, info, "USR1", _total_steps(reference_long))
     # Both runs had their two ranks on the two nodes (one task per node). The ranks agree on the
     # stop, so the rank on h2 may stop on rank 0's word before its own copy of the signal arrives
     # (then it does not print that it got one): the saved step and the final model are the proof.
@@ -163,7 +154,7 @@ def test_time_limit_signal_saves_on_both_nodes_requeues_and_resumes_there(submit
     when = re.search(r"train\.sbatch \[([-\d]+ [:\d]+)\]: got SIGUSR1", log).group(1)
     signalled = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
     assert abs(signalled - check) < 3, f"the signal came at {signalled}, not at the time-limit check at {check}"
-    _assert_finished_like_the_reference(job, reference)
+    _assert_finished_like_the_reference(job, reference_long)
 
 
 DISCOVER_SLURM = os.path.join(REPO, "scripts", "elastic", "discover_hosts_slurm.sh")
