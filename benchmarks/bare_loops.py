@@ -54,11 +54,11 @@ class _Ddp:
 
 def _pin_like_hvd_trainer() -> None:
     """Each rank on its own share of the host's cores, before hvd.init(), as HorovodStrategy does."""
-    from hvd_trainer.distributed.cpu_affinity import pin_process, share_of_cores
+    from hvd_trainer.distributed.cpu_affinity import pin_to_local_share
     from hvd_trainer.distributed.launcher import detect_launcher
 
     launch = detect_launcher()
-    pin_process(share_of_cores(os.sched_getaffinity(0), launch.local_rank, launch.local_size))
+    pin_to_local_share(launch.local_rank, launch.local_size)
 
 
 def run(kind: str, task_path: str) -> None:

@@ -50,6 +50,12 @@ def pin_process(cores: Iterable[int]) -> None:
             pass
 
 
+def pin_to_local_share(local_rank: int, local_size: int) -> None:
+    """Pin this process to local rank `local_rank`'s share (share_of_cores) of the cores it may run on now."""
+    if hasattr(os, "sched_setaffinity"):
+        pin_process(share_of_cores(os.sched_getaffinity(0), local_rank, local_size))
+
+
 def process_cores() -> List[int]:
     """The cores any thread of this process may run on (the union over its threads)."""
     if not hasattr(os, "sched_getaffinity"):

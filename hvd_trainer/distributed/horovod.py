@@ -17,7 +17,7 @@ import torch
 
 from hvd_trainer.config import HorovodConfig
 from hvd_trainer.distributed.base import DistributedStrategy, PendingReduce, check_object_name, check_reduce_op
-from hvd_trainer.distributed.cpu_affinity import format_cores, pin_process, process_cores, share_of_cores
+from hvd_trainer.distributed.cpu_affinity import format_cores, pin_to_local_share, process_cores
 from hvd_trainer.distributed.elastic import ELASTIC_ENV, elastic_requested, greet, run_elastic
 from hvd_trainer.distributed.knobs import HostView, Knobs, choose_knobs, controller_advice, torch_threads_knob
 from hvd_trainer.distributed.launcher import LaunchInfo, detect_launcher
@@ -98,13 +98,11 @@ def _init_horovod(hvd, info: LaunchInfo, knobs: Knobs) -> None:
 
 def _pin_to_a_share_of_the_cores(info: LaunchInfo) -> None:
     """Before hvd.init(): this rank's threads, and so Horovod's and Gloo's, on its own cores."""
-    if not hasattr(os, "sched_setaffinity"):
-        return
     if info.local_rank is None or not info.local_size:
         logger.warning("distributed.horovod.cpu_affinity is on, but the launcher (%s) did not say this rank's local "
                        "rank before hvd.init(), so the rank is not pinned to cores of its own.", info.launcher)
         return
-    pin_process(share_of_cores(os.sched_getaffinity(0), info.local_rank, info.local_size))
+    pin_to_local_share(info.local_rank, info.local_size)
 
 
 def gpu_for_local_rank(local_rank: int, local_size: int, device_count: int) -> int:
