@@ -106,3 +106,50 @@ def test_a_log_directory_that_cannot_be_created_disables_logging(tmp_path, caplo
     writer.add_scalar("x", 1.0, 1)
     writer.close()
     assert "TensorBoard logging stopped" in caplog.text
+
+
+@pytest.mark.parametrize("scalars, step, wall_time", [
+    ([("combined/step_training_loss", 0.25)], 1, 1.5),
+    ([("a", 0.0), ("t" * 200, -2.5), ("é/ü", float("nan")), ("inf", float("inf"))], 0, 0.0),
+    ([("big", 1e40), ("-big", -1e40), ("tiny", 1e-50)], 2 ** 40, 1.7e9),
+    ([], 5, 3.0),
+    ([("negative step", 1.0)], -3, 2.0),
+])
+def test_hand_encoded_scalar_event_has_protobufs_bytes(scalars, step, wall_time):
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in scalars])
+    expected = Event(wall_time=wall_time, step=step, summary=summary).SerializeToString()
+    assert event_file.scalar_event(scalars, step, wall_time) == expected
+
+
+def test_events_keep_their_order_across_flushes(tmp_path, monkeypatch):
+    """Steps wait unencoded until a flush, other events are serialized at once: the file has them in the order added."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    monkeypatch.setattr(EventFile, "FLUSH_EVENTS", 3)
+    f = EventFile(str(tmp_path))
+    for step in range(1, 8):
+        f.add_scalars([("a", float(step))], step)
+        f.add_event(Event(step=step, summary=Summary(value=[Summary.Value(tag="b", simple_value=-step)])))
+    f.close()
+    events = [e for e in LegacyEventFileLoader(f.path).Load() if e.HasField("summary")]
+    assert [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value] == [
+        (s, tag, sign * s) for s in range(1, 8) for tag, sign in (("a", 1.0), ("b", -1.0))]
+
+
+def test_a_scalar_that_is_not_a_number_drops_its_event_at_flush_without_raising(tmp_path, caplog):
+    """Events are encoded at flush, on rank 0 alone: a bad value there must not raise into the evaluation."""
+    import numpy as np
+    import torch
+
+    f = EventFile(str(tmp_path))
+    f.add_scalars([("a", 1.0)], step=1)
+    f.add_scalars([("a", "not a number")], step=2)
+    f.add_scalars([("a", np.float32(3.0)), ("t", torch.tensor(4.0))], step=3)
+    f.close()
+    assert read_scalars(tmp_path) == {"a": [(1, 1.0), (3, 3.0)], "t": [(3, 4.0)]}
+    assert "step 2 was dropped" in caplog.text
