@@ -2,6 +2,7 @@
 environment override, and a timeline written under a real horovodrun -np 2 (Gloo and MPI)."""
 import json
 import os
+import sys
 
 import pytest
 
@@ -231,3 +232,47 @@ def test_a_gloo_job_on_one_host_is_pointed_to_mpi(controller, size, local_size, 
     assert (advice is not None) == advised
     if advice:
         assert f"horovodrun --mpi -np {size}" in advice and "\n" not in advice
+
+
+# ---- Open MPI's transports -----------------------------------------------------------------
+def test_a_one_host_horovodrun_mpi_job_leaves_libfabric_out():
+    knobs = choose_knobs(2, 2, "mpi", gpu=False, environ={"OMPI_MCA_btl": "^openib"}, size=2)
+    assert knobs.mpi_transports.value == "^openib,ofi" and knobs.mpi_transports.source == TRAINER
+    assert knobs.environment()["OMPI_MCA_btl"] == "^openib,ofi"
+    assert "MPI_Finalize" in knobs.mpi_transports.reason
+
+
+@pytest.mark.parametrize("environ, size, controller, why", [
+    ({"OMPI_MCA_btl": "^openib"}, 4, "mpi", "several hosts"),  # 2 of 4 ranks here
+    ({"OMPI_MCA_btl": "^openib"}, None, "mpi", "several hosts"),  # the launcher did not say
+    ({"OMPI_MCA_btl": "self,vader,tcp"}, 2, "mpi", "set by the user"),
+    ({}, 2, "mpi", "Open MPI's default"),
+    ({"OMPI_MCA_btl": "^openib"}, 2, "gloo", "not an MPI job"),
+])
+def test_open_mpis_transports_are_otherwise_left_as_they_are(environ, size, controller, why):
+    knobs = choose_knobs(2, 2, controller, gpu=False, environ=environ, size=size)
+    assert knobs.mpi_transports.value == (environ.get("OMPI_MCA_btl") if controller == "mpi" else None)
+    assert "OMPI_MCA_btl" not in knobs.environment()
+    assert why in knobs.mpi_transports.reason
+
+
+_TRANSPORTS_PROBE = """
+from hvd_trainer.distributed.horovod import HorovodStrategy
+strategy = HorovodStrategy()
+with open("/proc/self/maps") as maps:
+    loaded = "mca_btl_ofi" in maps.read()
+print(f"RANK {strategy.rank()} btl={strategy.knobs.mpi_transports.value} ofi_loaded={loaded}", flush=True)
+"""
+
+
+def test_under_horovodrun_mpi_on_one_host_libfabric_is_not_loaded():
+    """The knob reaches Open MPI: with horovodrun's own '^openib' the ofi transport would be loaded into every rank."""
+    require_horovod()
+    probe = "import mpi4py.MPI; print('mca_btl_ofi' in open('/proc/self/maps').read())"
+    r = run_job(["mpirun", "-np", "1", "--mca", "btl", "^openib", sys.executable, "-c", probe], timeout=60)
+    if r.stdout.strip().splitlines()[-1:] != ["True"]:
+        pytest.skip(f"this Open MPI does not load a separate ofi transport with '^openib': {r.stdout[-300:]}")
+    r = run_job(launcher_command("horovodrun-mpi", 2) + ["-c", _TRANSPORTS_PROBE], timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:]
+    lines = sorted(line.split("RANK ", 1)[1] for line in r.stdout.splitlines() if "RANK " in line)
+    assert lines == ["0 btl=^openib,ofi ofi_loaded=False", "1 btl=^openib,ofi ofi_loaded=False"], r.stdout[-2000:]

@@ -173,7 +173,7 @@ class HorovodStrategy(DistributedStrategy):
         config = horovod or HorovodConfig()
         cores, pinned = usable_cores()
         self._host = HostView(self.launch.local_size or 1, cores, self.launch.controller,
-                              torch.cuda.is_available(), pinned, self.launch.local_rank, self.elastic)
+                              torch.cuda.is_available(), pinned, self.launch.local_rank, self.elastic, self.launch.size)
         self.knobs = self._choose_knobs(config)
         _init_horovod(hvd, self.launch, self.knobs)
         if torch.cuda.is_available():
@@ -210,7 +210,7 @@ class HorovodStrategy(DistributedStrategy):
             return _knobs_in_effect  # Horovod reads its knobs once per process
         host = self._host
         return choose_knobs(host.local_size, host.cores, host.controller, host.gpu, config, os.environ, host.pinned,
-                            host.local_rank, host.elastic)
+                            host.local_rank, host.elastic, host.size)
 
     def _set_torch_threads(self, config: HorovodConfig) -> None:
         if self._hvd.local_size() != self._host.local_size:
