@@ -75,6 +75,8 @@ def run(kind: str, task_path: str) -> None:
 
         if os.environ.get("HVD_TRAINER_CPU_AFFINITY") == "1":
             _pin_like_hvd_trainer()  # a tuned run (run.py's tuned_knobs)
+        if os.environ.get("BARE_LOOP_OMPI_MCA_BTL"):
+            os.environ["OMPI_MCA_btl"] = os.environ["BARE_LOOP_OMPI_MCA_BTL"]  # the same: over horovodrun's -mca btl
         hvd.init()
         rank, size = hvd.rank(), hvd.size()
         if "OMP_NUM_THREADS" not in os.environ:

@@ -134,14 +134,25 @@ def contender_env(c: Contender, env: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
+#: Open MPI's transports for a tuned bare loop (see tuned_knobs).
+BARE_LOOP_BTL = "BARE_LOOP_OMPI_MCA_BTL"
+
+
 def tuned_knobs(np_: int, controller: str, env: Dict[str, str]) -> Dict[str, str]:
     """The variables of hvd_trainer's choice, and HVD_TRAINER_CPU_AFFINITY=1 where it would pin each rank
-    to cores of its own (bare_loops.py does it then, as the trainer does, before hvd.init())."""
-    from hvd_trainer.distributed.knobs import CPU_AFFINITY_VARIABLE, choose_knobs
+    to cores of its own (bare_loops.py does it then, as the trainer does, before hvd.init()).
 
+    Open MPI's transports travel as BARE_LOOP_BTL: horovodrun puts its own `-mca btl` on mpirun's command
+    line, which would win over an OMPI_MCA_btl in the environment; bare_loops.py sets it in the rank before
+    hvd.init(), where the trainer sets it too."""
+    from hvd_trainer.distributed.knobs import CPU_AFFINITY_VARIABLE, HOROVODRUN_BTL, choose_knobs
+
+    seen_by_a_rank = dict(env, OMPI_MCA_btl=HOROVODRUN_BTL) if controller == "mpi" else env  # horovodrun's mpirun
     knobs = choose_knobs(local_size=np_, cores=len(os.sched_getaffinity(0)), controller=controller, gpu=False,
-                         environ=env, local_rank=0)
+                         environ=seen_by_a_rank, local_rank=0, size=np_)
     chosen = knobs.environment()
+    if "OMPI_MCA_btl" in chosen:
+        chosen[BARE_LOOP_BTL] = chosen.pop("OMPI_MCA_btl")
     if knobs.pins_cores():
         chosen[CPU_AFFINITY_VARIABLE] = "1"
     return chosen
