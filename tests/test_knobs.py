@@ -25,7 +25,7 @@ def cpu_knobs(local_size=2, cores=2, controller="mpi", config=None, environ=None
 # ---- what the trainer chooses ------------------------------------------------------------
 def test_two_cpu_ranks_on_two_cores_get_a_short_cycle_mpi_yield_and_one_thread_each():
     knobs = cpu_knobs()
-    assert knobs.environment() == {"HOROVOD_CYCLE_TIME": "0.1", "OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert knobs.environment() == {"HOROVOD_CYCLE_TIME": "0.03", "OMPI_MCA_mpi_yield_when_idle": "1"}
     assert knobs.threads_to_set() == 1
     assert knobs.cycle_time.source == TRAINER and "1 ms" in knobs.cycle_time.reason
     assert "2 rank(s) on this host, 2 core(s)" in knobs.yield_when_idle.reason
@@ -147,7 +147,7 @@ def test_a_relative_timeline_path_becomes_absolute(tmp_path, monkeypatch):
 
 def test_every_knob_says_its_value_source_and_reason():
     lines = cpu_knobs().describe()
-    assert any(line.startswith("HOROVOD_CYCLE_TIME=0.1 [trainer] ") for line in lines)
+    assert any(line.startswith("HOROVOD_CYCLE_TIME=0.03 [trainer] ") for line in lines)
     assert any(line.startswith("HOROVOD_FUSION_THRESHOLD=(not set) [default] ") for line in lines)
     assert any(line.startswith("torch.set_num_threads=1 [trainer] ") for line in lines)
 

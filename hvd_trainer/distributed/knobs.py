@@ -25,8 +25,11 @@ CONFIG = "config"
 TRAINER = "trainer"
 DEFAULT = "default"
 
-#: Cycle time for CPU ranks, in ms; Horovod's own default is 1 ms.
-CPU_CYCLE_TIME_MS = 0.1
+#: Cycle time for CPU ranks under MPI, in ms; Horovod's own default is 1 ms. Measured on 2 cores, np=2, ranks
+#: pinned (2026-12-01, benchmarks/results/step_events/cycle_time.txt): the CLI trained the 200k-row table 4-8%
+#: faster at 0.03 than at 0.1 in every one of 3 alternating rounds; the bare loop was the same at 0.01-0.03 and
+#: slower at 0.05-0.2; the 1.1M-parameter MLP was within 1% at 0.03 and 0.1.
+CPU_CYCLE_TIME_MS = 0.03
 #: The trainer's own variable for distributed.horovod.cpu_affinity (1: pin, 0: leave to the kernel).
 CPU_AFFINITY_VARIABLE = "HVD_TRAINER_CPU_AFFINITY"
 #: A rank wants two busy threads (torch's compute and Horovod's background loop) to itself.
