@@ -2,6 +2,7 @@
 environment override, and a timeline written under a real horovodrun -np 2 (Gloo and MPI)."""
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -274,5 +275,6 @@ def test_under_horovodrun_mpi_on_one_host_libfabric_is_not_loaded():
         pytest.skip(f"this Open MPI does not load a separate ofi transport with '^openib': {r.stdout[-300:]}")
     r = run_job(launcher_command("horovodrun-mpi", 2) + ["-c", _TRANSPORTS_PROBE], timeout=120)
     assert r.returncode == 0, r.stdout[-3000:]
-    lines = sorted(line.split("RANK ", 1)[1] for line in r.stdout.splitlines() if "RANK " in line)
+    # mpirun's --tag-output can glue one rank's line to another's: find each report wherever it is.
+    lines = sorted(re.findall(r"RANK (\d btl=\S+? ofi_loaded=(?:True|False))", r.stdout))
     assert lines == ["0 btl=^openib,ofi ofi_loaded=False", "1 btl=^openib,ofi ofi_loaded=False"], r.stdout[-2000:]
