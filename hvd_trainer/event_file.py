@@ -76,7 +76,6 @@ def _length_delimited(field_key: bytes, payload: bytes) -> bytes:
     return field_key + _varint(len(payload)) + payload
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
 #: Summary.Value's `tag` field (1) with its bytes, per tag: a run logs the same few tags every step.
 _tag_fields: Dict[str, bytes] = {}
 
