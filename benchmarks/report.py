@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 PEERS_OF = {"hvd_trainer_np1": ["horovod_loop_np1", "torch_loop", "lightning_1"],
             "hvd_trainer_np2": ["horovod_loop_np2", "horovod_loop_np2_tuned", "ddp_np2", "lightning_ddp2"],
             "hvd_trainer_np2_mpi": ["horovod_loop_np2_mpi_tuned", "ddp_np2"]}
-#: The scaling table: one process (the base), every np=2 contender, and the limit.
-SCALING_BASE, SCALING_LIMIT = "torch_loop", "threads_limit"
+#: The scaling table: one process (the base), every np=2 contender, and the limit: the faster of two
+#: replicas in two threads and in two processes, neither exchanging gradients.
+SCALING_BASE, SCALING_LIMITS = "torch_loop", ("threads_limit", "processes_limit")
 TUNED_HOROVOD = ("horovod_loop_np2_tuned", "horovod_loop_np2_mpi_tuned")
 #: In memory per training row of the synthetic tables: 64 float32 features and an int64 label.
 ROW_BYTES = 64 * 4 + 8
@@ -86,7 +87,9 @@ def summarize(doc: Dict[str, Any]) -> Dict[str, Any]:
 
 def scaling(per: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Each contender's median throughput against one process (the bare PyTorch loop) and the limit."""
-    base, limit = per.get(SCALING_BASE), per.get(SCALING_LIMIT)
+    base = per.get(SCALING_BASE)
+    limits = [per[k]["samples_per_s"][1] for k in SCALING_LIMITS if per.get(k, {}).get("samples_per_s")]
+    limit = max(limits) if limits else None
     rows = []
     for key, e in per.items():
         if not e.get("samples_per_s"):
@@ -96,7 +99,7 @@ def scaling(per: Dict[str, Any]) -> List[Dict[str, Any]]:
                      "best_epoch_samples_per_s": e["best_epoch_samples_per_s"][1] if e["best_epoch_samples_per_s"]
                      else None,
                      "speedup": sps / base["samples_per_s"][1] if base and base.get("samples_per_s") else None,
-                     "of_limit": sps / limit["samples_per_s"][1] if limit and limit.get("samples_per_s") else None})
+                     "of_limit": sps / limit if limit else None})
     return rows
 
 
@@ -313,9 +316,10 @@ def scaling_markdown(summary: Dict[str, Any], labels: Dict[str, str]) -> List[st
         return []
     lines = ["", "## Scaling: np=1 -> np=2 on one machine", "",
              "Median training throughput. *speedup*: against one process (the bare PyTorch loop, one thread). "
-             "*of the limit*: against two replicas trained by two threads of one process with no gradient "
-             "exchange, what np=2 would reach if exchanging gradients and running a second process cost "
-             "nothing. *tuned*: the Horovod and Open MPI variables hvd_trainer chooses itself "
+             "*of the limit*: against the faster of two replicas trained by two threads of one process and by "
+             "two processes, neither exchanging gradients: what np=2 would reach if exchanging gradients cost "
+             "nothing (threads contend for the GIL between short kernels, so on a small model the processes are "
+             "faster). *tuned*: the Horovod and Open MPI variables hvd_trainer chooses itself "
              "(hvd_trainer/distributed/knobs.py; each run's are in bench.json under `knobs`)."]
     for task, rows in summary["scaling"].items():
         lines += ["", f"**{task}**", "", "| contender | samples/s: median run / fastest epoch | speedup | of the limit |",
@@ -379,7 +383,7 @@ def chart(doc: Dict[str, Any], summary: Dict[str, Any], path: str) -> Optional[s
         med = [per[k][field][1] for k in keys]
         lo = [per[k][field][1] - per[k][field][0] for k in keys]
         hi = [per[k][field][2] - per[k][field][1] for k in keys]
-        colors = ["#d62728" if k.startswith("hvd_trainer") else "#2ca02c" if k == SCALING_LIMIT
+        colors = ["#d62728" if k.startswith("hvd_trainer") else "#2ca02c" if k in SCALING_LIMITS
                   else "#7f7f7f" if "loop" in k else "#1f77b4" for k in keys]
         ax.barh(range(len(keys)), med, xerr=[lo, hi], color=colors, capsize=3, error_kw={"elinewidth": 0.8})
         ax.set_yticks(range(len(keys)))

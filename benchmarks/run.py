@@ -11,7 +11,10 @@ Contenders, each a separate process (or horovodrun/torchrun job) started from sc
                      torchrun, np=2: the peer a user would pick instead of Horovod
     torch_loop       the same loop in one process with plain PyTorch (1 thread, and 2 threads)
     threads_limit    two replicas trained by two threads of one process, with no gradient
-                     exchange: the most np=2 can reach on this machine (the scaling table's limit)
+                     exchange, and
+    processes_limit  two replicas trained by two processes (torchrun), exchanging nothing but a
+                     barrier per epoch: the faster of the two is the most np=2 can reach on this
+                     machine (the scaling table's limit)
     lightning        PyTorch Lightning, 1 device, and DDP with 2 CPU processes
                      (only when `make bench-peers` has installed it in benchmarks/.venv-peers)
 
@@ -64,7 +67,7 @@ SCALING_TASKS = ("table", "wide")
 @dataclass(frozen=True)
 class Contender:
     key: str          # unique id, e.g. hvd_trainer_np2
-    family: str       # hvd_trainer | horovod_loop | torch_loop | ddp_loop | threads_limit | lightning
+    family: str       # hvd_trainer | horovod_loop | torch_loop | ddp_loop | *_limit | lightning
     label: str        # for tables and the chart
     np: int
     needs_peers: bool = False
@@ -92,6 +95,8 @@ CONTENDERS = [
     Contender("torch_loop_2threads", "torch_loop", "bare PyTorch loop, 1 process, 2 threads", 1, tasks=_SCALING,
               threads=2),
     Contender("threads_limit", "threads_limit", "limit: 2 replicas in 2 threads, no exchange", 2, tasks=_SCALING),
+    Contender("processes_limit", "processes_limit", "limit: 2 replicas in 2 processes, no exchange", 2,
+              tasks=_SCALING),
     Contender("lightning_1", "lightning", "Lightning, 1 device", 1, needs_peers=True, tasks=("table", "digits")),
     Contender("lightning_ddp2", "lightning", "Lightning DDP, 2 processes", 2, needs_peers=True,
               tasks=("table", "digits")),
@@ -114,9 +119,9 @@ def command(c: Contender, task: Dict[str, Any], run_dir: str) -> List[str]:
     loop = os.path.join(HERE, "bare_loops.py")
     if c.family == "horovod_loop":
         return horovodrun_cmd(c.np, [loop, "--kind", "horovod", "--task", task_json], c.controller)
-    if c.family == "ddp_loop":
-        return [os.path.join(BIN, "torchrun"), "--standalone", "--nproc-per-node", str(c.np), loop, "--kind", "ddp",
-                "--task", task_json]
+    if c.family in ("ddp_loop", "processes_limit"):
+        return [os.path.join(BIN, "torchrun"), "--standalone", "--nproc-per-node", str(c.np), loop,
+                "--kind", "ddp" if c.family == "ddp_loop" else "processes", "--task", task_json]
     if c.family in ("torch_loop", "threads_limit"):
         return [sys.executable, loop, "--kind", "torch" if c.family == "torch_loop" else "threads", "--task", task_json]
     return [PEERS_PYTHON, os.path.join(HERE, "peers", "lightning_task.py"), "--task", task_json,

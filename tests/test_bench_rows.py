@@ -1,5 +1,5 @@
-"""The benchmark's scaling rows run and report (benchmarks/run.py, quick-sized): the two-thread limit
-and torchrun + DDP on a tiny table, then the report's scaling section. No figure is checked."""
+"""The benchmark's scaling rows run and report (benchmarks/run.py, quick-sized): the two limits
+(threads, processes) and torchrun + DDP on a tiny table, then the report's scaling section. No figure is checked."""
 import os
 import sys
 
@@ -23,7 +23,7 @@ def bench_modules():
 def test_limit_and_ddp_rows_run_and_fill_the_scaling_table(bench_modules, tmp_path):
     run, task, report = bench_modules
     table = task.prepare_table(str(tmp_path / "data"), 600, 1)
-    keys = ("threads_limit", "ddp_np2")
+    keys = ("threads_limit", "processes_limit", "ddp_np2")
     contenders = [c for c in run.CONTENDERS if c.key in keys]
     env = {**run.base_env(), "OMP_NUM_THREADS": "1"}
     runs = [run.run_one(c, table, 0, env, timeout=180) for c in contenders]
