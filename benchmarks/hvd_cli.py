@@ -10,7 +10,7 @@ is `horovodrun -np 2 python -m hvd_trainer train ...` plus two things, added fro
   evaluation and checkpointing (on_eval_start .. on_checkpoint), each epoch's training time
   (on_epoch_start .. on_epoch_end, less its evaluation), the end of the loop, and the final
   test accuracy; rank 0 prints them as one JSON line;
-- every rank's peak RSS (getrusage) printed at exit.
+- every rank's peak RSS (VmHWM) printed at exit.
 """
 from __future__ import annotations
 

@@ -336,7 +336,7 @@ def memory_markdown(summary: Dict[str, Any]) -> List[str]:
     if not mem or not mem["by_np"]:
         return []
     lines = ["", f"## Memory: hvd_trainer's CLI on a {mem['rows']:,}-row table", "",
-             f"Peak RSS (getrusage at exit) of every rank, training a few steps; Parquet files of "
+             f"Peak RSS (VmHWM at exit) of every rank, training a few steps; Parquet files of "
              f"{mem['row_groups']} row groups (each rank of np=2 reads only its own). *raw*: the rows the rank "
              f"holds, {ROW_BYTES} bytes each (64 float32 features, an int64 label).",
              "*baseline*: the same CLI's peak on 2,000 rows of the same table (the memory_footprint task; the table "

@@ -241,15 +241,27 @@ def emit_result(result: Dict[str, Any]) -> None:
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS: /proc/self/status's VmHWM, the high-water mark of its own memory.
+
+    Not getrusage's ru_maxrss: Linux keeps that across exec, so a process started by a large parent
+    (the bench harness after building the 1M-row table: 1.7 GB) reports the parent's peak as its own."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def report_rss_at_exit(rank_fn) -> None:
-    """Every rank prints its peak RSS (getrusage: the high-water mark, VmHWM) when it exits."""
+    """Every rank prints its peak RSS (VmHWM) when it exits."""
 
     def report():
         try:
             rank = rank_fn()
         except Exception:  # noqa: BLE001 - reporting must never mask the process's own exit
             rank = None
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_kb = peak_rss_kb()
         sys.stdout.write(RANK_MARK + json.dumps({"rank": rank, "pid": os.getpid(), "peak_rss_mb": peak_kb / 1024})
                          + "\n")
         sys.stdout.flush()
