@@ -303,13 +303,14 @@ def controller_advice(controller: Optional[str], size: int, local_size: int, gpu
     MPI and 1.0 ms in one process, and the CLI trained at 78k samples/s under Gloo against 165k under
     MPI and 120k at np=1; no cycle time helped (1 ms was the best of 0.1-1 ms). With each rank on a core
     of its own (cpu_affinity, later the same day) Gloo trained the CLI's 10 epochs in 16.4 s against
-    12.6 s at np=1 and 9.5 s under MPI (medians of 3), and cycle times of 0.2-2 ms made no difference. MPI
-    exchanges through shared memory. Elastic jobs need Gloo, and GPU jobs exchange with NCCL whatever the controller, so
-    neither is told.
+    12.6 s at np=1 and 9.5 s under MPI (medians of 3), and cycle times of 0.2-2 ms made no difference. On an
+    AMD EPYC (2026-12-07, benchmarks/results/issue16_close) Gloo trained at 66k samples/s against 199k under
+    MPI and 161k at np=1. MPI exchanges through shared memory. Elastic jobs need Gloo, and GPU jobs
+    exchange with NCCL whatever the controller, so neither is told.
     """
     if controller != "gloo" or size < 2 or local_size != size or gpu or elastic or not mpi_built:
         return None
     return (f"Horovod's Gloo controller runs this job's {size} ranks, all on one host: Gloo exchanges gradients "
-            "over TCP, which on CPUs costs more than a small model's step (measured on 2 cores: np=2 trained at 0.77x "
-            "one process under Gloo, 1.3x under MPI). This Horovod has MPI: for a job on one host, "
-            f"launch 'horovodrun --mpi -np {size} ...' or 'mpirun -np {size} ...' instead.")
+            "over TCP, which on CPUs costs more than a small model's step (measured on 2-core machines: np=2 "
+            "trained at 0.4-0.8x one process under Gloo, 1.15-1.3x under MPI). This Horovod has MPI: for a job on "
+            f"one host, launch 'horovodrun --mpi -np {size} ...' or 'mpirun -np {size} ...' instead.")
